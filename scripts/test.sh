@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the build and test dependencies, then
+# unit, integration, end-to-end (OpenTelemetry Python SDK) and conformance tests.
+# Conformance tests read third-party data from $SHARED_TESTDATA, else from
+# ../shared/testdata beside the checkout; without either they report
+# themselves as skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh test
+if [ -z "${SHARED_TESTDATA:-}" ] && [ -d ../shared/testdata ]; then
+  export SHARED_TESTDATA="$(cd ../shared/testdata && pwd)"
+fi
+cargo test --locked --all-targets "$@"

@@ -1,0 +1,181 @@
+//! The one place where error codes become HTTP and gRPC statuses.
+//!
+//! JSON error bodies are `{"error": {"code": "...", "message": "..."}}`;
+//! OTLP endpoints answer with a `google.rpc.Status` in the request's format
+//! instead (see `http::otlp`). Retryable errors carry `Retry-After` (HTTP)
+//! or a `RetryInfo` detail (gRPC), as OTLP senders expect.
+
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::ingest::IngestError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    TooManyRequests,
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn from_ingest(e: &IngestError, retry_after: Duration) -> Self {
+        let kind = match e {
+            IngestError::Malformed(_) => ErrorKind::BadRequest,
+            IngestError::TooLarge { .. } => ErrorKind::PayloadTooLarge,
+            IngestError::UnsupportedContentType(_) | IngestError::UnsupportedEncoding(_) => {
+                ErrorKind::UnsupportedMediaType
+            }
+            IngestError::Overloaded(_) => ErrorKind::TooManyRequests,
+            IngestError::Saturated(_) | IngestError::Unavailable(_) => ErrorKind::Unavailable,
+        };
+        ApiError {
+            kind,
+            code: e.code(),
+            message: e.to_string(),
+            retry_after: e.retryable().then_some(retry_after),
+        }
+    }
+
+    pub fn http_status(&self) -> StatusCode {
+        match self.kind {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self.kind {
+            ErrorKind::BadRequest | ErrorKind::UnsupportedMediaType => tonic::Code::InvalidArgument,
+            ErrorKind::NotFound => tonic::Code::NotFound,
+            // Without RetryInfo, OTLP senders treat this as permanent: right for oversize.
+            ErrorKind::PayloadTooLarge => tonic::Code::ResourceExhausted,
+            // UNAVAILABLE is retried by every OTLP sender; RetryInfo adds the delay.
+            ErrorKind::TooManyRequests | ErrorKind::Unavailable => tonic::Code::Unavailable,
+            ErrorKind::Internal => tonic::Code::Internal,
+        }
+    }
+
+    pub fn to_grpc_status(&self) -> tonic::Status {
+        use tonic_types::{ErrorDetails, StatusExt};
+        match self.retry_after {
+            Some(d) => tonic::Status::with_error_details(
+                self.grpc_code(),
+                self.message.clone(),
+                ErrorDetails::with_retry_info(Some(d)),
+            ),
+            None => tonic::Status::new(self.grpc_code(), self.message.clone()),
+        }
+    }
+
+    /// The Retry-After header value in whole seconds (at least 1).
+    pub fn retry_after_header(&self) -> Option<HeaderValue> {
+        self.retry_after
+            .map(|d| HeaderValue::from(d.as_secs().max(1)))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = (self.http_status(), axum::Json(body)).into_response();
+        if let Some(v) = self.retry_after_header() {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ingest_errors_map_to_spec_statuses() {
+        let ra = Duration::from_secs(2);
+        let cases = [
+            (
+                IngestError::Malformed("x".into()),
+                400,
+                tonic::Code::InvalidArgument,
+                false,
+            ),
+            (
+                IngestError::TooLarge { limit: 1 },
+                413,
+                tonic::Code::ResourceExhausted,
+                false,
+            ),
+            (
+                IngestError::UnsupportedContentType("text/plain".into()),
+                415,
+                tonic::Code::InvalidArgument,
+                false,
+            ),
+            (
+                IngestError::Overloaded("x".into()),
+                429,
+                tonic::Code::Unavailable,
+                true,
+            ),
+            (
+                IngestError::Saturated("x".into()),
+                503,
+                tonic::Code::Unavailable,
+                true,
+            ),
+            (
+                IngestError::Unavailable("x".into()),
+                503,
+                tonic::Code::Unavailable,
+                true,
+            ),
+        ];
+        for (e, http, grpc, retry) in cases {
+            let a = ApiError::from_ingest(&e, ra);
+            assert_eq!(a.http_status().as_u16(), http, "{e}");
+            assert_eq!(a.grpc_code(), grpc, "{e}");
+            assert_eq!(a.retry_after.is_some(), retry, "{e}");
+        }
+    }
+
+    #[test]
+    fn retryable_grpc_status_carries_retry_info() {
+        use tonic_types::StatusExt;
+        let a = ApiError::from_ingest(
+            &IngestError::Saturated("busy".into()),
+            Duration::from_secs(3),
+        );
+        let st = a.to_grpc_status();
+        assert_eq!(st.code(), tonic::Code::Unavailable);
+        let info = st.get_details_retry_info().expect("retry info detail");
+        assert_eq!(info.retry_delay, Some(Duration::from_secs(3)));
+    }
+}

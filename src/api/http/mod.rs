@@ -1,0 +1,98 @@
+//! HTTP routers: the API/UI server (`server.http_addr`) and the OTLP/HTTP
+//! receiver (`server.otlp_http_addr`).
+
+pub mod otlp;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+
+use super::error::{ApiError, ErrorKind};
+use super::{ApiState, Phase};
+use crate::model::Signal;
+
+/// The API router: health, readiness, self-metrics and status.
+pub fn api_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/status", get(status))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(st): State<ApiState>) -> Response {
+    let phase = st.phase.get();
+    let body = Json(serde_json::json!({"status": phase.as_str()}));
+    if phase == Phase::Ready {
+        (StatusCode::OK, body).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn metrics(State(st): State<ApiState>) -> Response {
+    if let Some(r) = st.runtime.read().as_ref() {
+        let w = (r.wal_stats)();
+        st.telemetry.wal_disk_bytes.set(w.disk_bytes as i64);
+        st.telemetry.wal_segments.set(w.segments as i64);
+        st.telemetry.wal_queue_bytes.set(w.queue_bytes as i64);
+        st.telemetry.wal_last_seq.set(w.last_seq as i64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        st.telemetry.render(),
+    )
+        .into_response()
+}
+
+async fn status(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let guard = st.runtime.read();
+    let r = guard.as_ref().ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::Unavailable,
+            "starting",
+            "the server is still starting",
+        )
+    })?;
+    let w = (r.wal_stats)();
+    let store = |s: Signal| {
+        let stats = match s {
+            Signal::Traces => r.stores.traces.stats(),
+            Signal::Metrics => r.stores.metrics.stats(),
+            Signal::Logs => r.stores.logs.stats(),
+        };
+        serde_json::json!({"records": stats.records, "disk_bytes": stats.disk_bytes})
+    };
+    Ok(Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "phase": st.phase.get().as_str(),
+        "uptime_seconds": st.telemetry.uptime_secs(),
+        "stores": {
+            "traces": store(Signal::Traces),
+            "metrics": store(Signal::Metrics),
+            "logs": store(Signal::Logs),
+        },
+        "wal": {
+            "disk_bytes": w.disk_bytes,
+            "segments": w.segments,
+            "last_seq": w.last_seq,
+            "queue_bytes": w.queue_bytes,
+        },
+        "ingest_inflight_bytes": r.pipeline.budget().used_bytes(),
+    })))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "not_found", "no such route")
+}

@@ -1,0 +1,416 @@
+//! Wiring: opens the data directory, the stores and the WAL, replays the WAL,
+//! starts the servers and background tasks, and shuts everything down in the
+//! order that loses nothing.
+//!
+//! Shutdown order: stop accepting requests and let in-flight ones finish
+//! (their data reaches the WAL and is acknowledged), close the WAL (every
+//! queued record is written, synced and handed to the store writers), drain
+//! the store writers, flush the stores, then delete the WAL segments the
+//! stores have made durable.
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::grpc::OtlpGrpc;
+use crate::api::http::otlp::{otlp_router, OtlpHttpState};
+use crate::api::{ApiState, Phase, PhaseCell, Running};
+use crate::config::{Config, SyncMode};
+use crate::ingest::otlp::{decode_wal_payload, Limits};
+use crate::ingest::{MemoryBudget, Pipeline, WalItem};
+use crate::storage::wal::{SyncPolicy, Wal, WalOptions};
+use crate::storage::writer::{StoreWriters, Stores};
+use crate::telemetry::Telemetry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another process")]
+    Locked(PathBuf),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] crate::storage::wal::WalError),
+    #[error("storage: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl AppError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::DataDir { .. } => "data_dir",
+            AppError::Locked(_) => "data_dir_locked",
+            AppError::Bind { .. } => "bind",
+            AppError::Wal(e) => e.code(),
+            AppError::Storage(e) => e.code(),
+            AppError::Other(_) => "internal",
+        }
+    }
+}
+
+/// The addresses the servers actually listen on (useful with port 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub http: SocketAddr,
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+}
+
+/// A running server.
+pub struct Server {
+    pub addrs: BoundAddrs,
+    stores: Stores,
+    telemetry: Arc<Telemetry>,
+    cancel: CancellationToken,
+    task: JoinHandle<Result<(), AppError>>,
+}
+
+impl Server {
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// A token that starts a graceful shutdown when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Shuts down gracefully and waits until everything is flushed.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        self.cancel.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after its shutdown token is cancelled).
+    pub async fn wait(self) -> Result<(), AppError> {
+        self.task
+            .await
+            .map_err(|e| AppError::Other(format!("server task failed: {e}")))?
+    }
+}
+
+fn wal_options(cfg: &Config) -> WalOptions {
+    let mut o = WalOptions::new(cfg.wal_dir());
+    o.segment_bytes = cfg.wal.segment_bytes.0;
+    o.max_disk_bytes = cfg.wal.max_disk_bytes.0;
+    o.max_queue_bytes = cfg.wal.max_queue_bytes.0 as usize;
+    o.sync = match cfg.wal.sync {
+        SyncMode::Batch => SyncPolicy::Batch,
+        SyncMode::Interval => SyncPolicy::Interval(cfg.wal.sync_interval.0),
+        SyncMode::Never => SyncPolicy::Never,
+    };
+    o
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+/// Opens everything and starts serving. Returns once the WAL is replayed and
+/// every listener is bound.
+pub async fn start(cfg: Config) -> Result<Server, AppError> {
+    let data_dir = cfg.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| AppError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let lock = File::create(data_dir.join("LOCK")).map_err(|source| AppError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    if lock.try_lock().is_err() {
+        return Err(AppError::Locked(data_dir));
+    }
+
+    let telemetry = Arc::new(Telemetry::new());
+    let phase = PhaseCell::default();
+    let runtime = Arc::new(parking_lot::RwLock::new(None));
+    let cancel = CancellationToken::new();
+
+    // The API server comes up first so that /healthz and /readyz answer
+    // while the WAL is replayed.
+    let api_listener = bind(cfg.server.http_addr).await?;
+    let grpc_listener = bind(cfg.server.otlp_grpc_addr).await?;
+    let otlp_http_listener = bind(cfg.server.otlp_http_addr).await?;
+    let local = |l: &TcpListener, addr| {
+        l.local_addr()
+            .map_err(|source| AppError::Bind { addr, source })
+    };
+    let addrs = BoundAddrs {
+        http: local(&api_listener, cfg.server.http_addr)?,
+        otlp_grpc: local(&grpc_listener, cfg.server.otlp_grpc_addr)?,
+        otlp_http: local(&otlp_http_listener, cfg.server.otlp_http_addr)?,
+    };
+    let api_state = ApiState {
+        telemetry: telemetry.clone(),
+        phase: phase.clone(),
+        runtime: runtime.clone(),
+    };
+    let api_stop = CancellationToken::new();
+    let api_task = tokio::spawn(serve_http(
+        api_listener,
+        crate::api::http::api_router(api_state),
+        api_stop.clone(),
+    ));
+
+    phase.set(Phase::Replaying);
+    let stores = Stores::memory();
+    let writers = StoreWriters::start(
+        stores.clone(),
+        cfg.ingest.store_queue_bytes.0 as usize,
+        telemetry.clone(),
+    )
+    .map_err(|e| AppError::Other(format!("cannot start store writers: {e}")))?;
+    let writers = Arc::new(writers);
+    let wal = {
+        let opts = wal_options(&cfg);
+        let writers_replay = writers.clone();
+        let dispatcher = writers.dispatcher();
+        tokio::task::spawn_blocking(move || {
+            let mut replayed = 0u64;
+            let started = std::time::Instant::now();
+            let wal = Wal::open(
+                opts,
+                |seq, payload: &[u8]| {
+                    let batch = decode_wal_payload(payload).map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("record {seq}: {e}"),
+                        )
+                    })?;
+                    writers_replay
+                        .apply_replayed(seq, batch)
+                        .map_err(|e| std::io::Error::other(format!("record {seq}: {e}")))?;
+                    replayed += 1;
+                    Ok::<(), std::io::Error>(())
+                },
+                move |seq, item: WalItem| dispatcher.dispatch(seq, item.batch, item.payload_bytes),
+            )?;
+            tracing::info!(
+                records = replayed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "write-ahead log replayed"
+            );
+            Ok::<_, AppError>(wal)
+        })
+        .await
+        .map_err(|e| AppError::Other(format!("wal open task failed: {e}")))??
+    };
+    let wal = Arc::new(wal);
+
+    let limits = Limits {
+        max_attributes: cfg.ingest.max_attributes,
+        max_attribute_depth: cfg.ingest.max_attribute_depth,
+        max_record_bytes: cfg.ingest.max_record_bytes.0 as usize,
+        max_future_skew_ns: cfg.ingest.max_future_skew.0.as_nanos() as u64,
+    };
+    let pipeline = Arc::new(Pipeline::new(
+        wal.clone(),
+        limits,
+        MemoryBudget::new(cfg.ingest.max_inflight_bytes.0, telemetry.clone()),
+        telemetry.clone(),
+        cfg.ingest.retry_after.0,
+    ));
+    *runtime.write() = Some(Running::new(stores.clone(), pipeline.clone(), wal.clone()));
+
+    let ingest_stop = CancellationToken::new();
+    let grpc_task = {
+        let routes = crate::api::grpc::routes(
+            OtlpGrpc::new(pipeline.clone(), telemetry.clone()),
+            cfg.ingest.max_body_bytes.0 as usize,
+        );
+        let stop = ingest_stop.clone();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .layer(tower::util::MapResponseLayer::new(
+                    crate::api::grpc::oversize_as_resource_exhausted,
+                ))
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(grpc_listener),
+                    stop.cancelled_owned(),
+                )
+                .await
+                .map_err(|e| AppError::Other(format!("otlp grpc server failed: {e}")))
+        })
+    };
+    let otlp_http_task = tokio::spawn(serve_http(
+        otlp_http_listener,
+        otlp_router(OtlpHttpState {
+            pipeline: pipeline.clone(),
+            telemetry: telemetry.clone(),
+            max_body_bytes: cfg.ingest.max_body_bytes.0,
+        }),
+        ingest_stop.clone(),
+    ));
+
+    let checkpoint_task = {
+        let writers = writers.clone();
+        let wal = wal.clone();
+        let telemetry = telemetry.clone();
+        let every = cfg.wal.checkpoint_interval.0;
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => checkpoint(&writers, &wal, &telemetry).await,
+                }
+            }
+        })
+    };
+
+    phase.set(Phase::Ready);
+    tracing::info!(
+        http = %addrs.http,
+        otlp_grpc = %addrs.otlp_grpc,
+        otlp_http = %addrs.otlp_http,
+        data_dir = %cfg.data_dir.display(),
+        "tern is ready"
+    );
+
+    let shutdown_timeout = cfg.server.shutdown_timeout.0;
+    let task = {
+        let cancel = cancel.clone();
+        let telemetry = telemetry.clone();
+        tokio::spawn(async move {
+            cancel.cancelled().await;
+            phase.set(Phase::ShuttingDown);
+            tracing::info!("shutting down: no new requests, finishing in-flight ones");
+            ingest_stop.cancel();
+            let drained = tokio::time::timeout(shutdown_timeout, async {
+                let _ = grpc_task.await;
+                let _ = otlp_http_task.await;
+            })
+            .await;
+            if drained.is_err() {
+                tracing::warn!(timeout = ?shutdown_timeout, "in-flight ingest requests did not finish in time");
+            }
+            let _ = checkpoint_task.await;
+            // Close the WAL: queued records are written, synced and dispatched.
+            {
+                let wal = wal.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || wal.shutdown()).await {
+                    tracing::error!(error = %e, "closing the write-ahead log failed");
+                }
+            }
+            *runtime.write() = None;
+            drop(pipeline);
+            let writers = Arc::try_unwrap(writers)
+                .map_err(|_| AppError::Other("store writers still in use at shutdown".into()))?;
+            let final_cp = {
+                let wal = wal.clone();
+                let telemetry = telemetry.clone();
+                tokio::task::spawn_blocking(move || {
+                    let cp = writers.close();
+                    if let Ok(cp) = &cp {
+                        truncate(&wal, *cp, &telemetry);
+                    }
+                    cp
+                })
+                .await
+                .map_err(|e| AppError::Other(format!("store close task failed: {e}")))?
+            };
+            api_stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+            drop(lock);
+            final_cp?;
+            tracing::info!("shutdown complete");
+            Ok(())
+        })
+    };
+
+    Ok(Server {
+        addrs,
+        stores,
+        telemetry,
+        cancel,
+        task,
+    })
+}
+
+fn truncate<T: Send + 'static>(wal: &Wal<T>, cp: u64, telemetry: &Telemetry) {
+    telemetry.wal_checkpoint_seq.set(cp as i64);
+    match wal.truncate_through(cp) {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(segments = n, through = cp, "deleted durable wal segments"),
+        Err(e) => tracing::error!(error = %e, "deleting durable wal segments failed"),
+    }
+}
+
+async fn checkpoint(
+    writers: &Arc<StoreWriters>,
+    wal: &Arc<Wal<WalItem>>,
+    telemetry: &Arc<Telemetry>,
+) {
+    let (writers, wal, telemetry) = (writers.clone(), wal.clone(), telemetry.clone());
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = writers.stores().flush_all() {
+            tracing::error!(error = %e, "periodic store flush failed");
+        }
+        truncate(&wal, writers.checkpoint(), &telemetry);
+    })
+    .await;
+}
+
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: CancellationToken,
+) -> Result<(), AppError> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
+        .map_err(|e| AppError::Other(format!("http server failed: {e}")))
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("received SIGINT"),
+        _ = term => tracing::info!("received SIGTERM"),
+    }
+}

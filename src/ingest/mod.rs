@@ -1,0 +1,237 @@
+//! Ingest: turns OTLP requests into validated model batches, writes them to
+//! the WAL and acknowledges them once durable.
+//!
+//! Owns decoding (protobuf, JSON, gzip), validation and limits, the memory
+//! budget for in-flight requests, and the hand-off to the WAL. It knows
+//! nothing of HTTP or gRPC types beyond raw bytes: the servers in `api` call
+//! [`Pipeline`] and map [`IngestError`] to status codes in `api::error`.
+
+pub mod body;
+pub mod budget;
+pub mod otlp;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::model::{Batch, Signal};
+use crate::storage::wal::{Wal, WalError};
+use crate::telemetry::Telemetry;
+pub use budget::{MemoryBudget, Reservation};
+pub use otlp::{OtlpRequest, PayloadFormat};
+
+/// A model batch travelling through the WAL to the store writers, with the
+/// size of its WAL payload (used to bound the writer queues).
+pub struct WalItem {
+    pub batch: Batch,
+    pub payload_bytes: usize,
+}
+
+/// Which front door a request came through, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    Http,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "grpc",
+            Protocol::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The payload cannot be decoded; retrying will not help.
+    #[error("{0}")]
+    Malformed(String),
+    #[error("request body exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("unsupported content type {0:?}: use application/x-protobuf or application/json")]
+    UnsupportedContentType(String),
+    #[error("unsupported content encoding {0:?}: use gzip or identity")]
+    UnsupportedEncoding(String),
+    /// Too much memory is held by requests in flight; retry after a pause.
+    #[error("too many requests in flight: {0}")]
+    Overloaded(String),
+    /// The WAL or the stores cannot take more right now; retry after a pause.
+    #[error("ingest is saturated: {0}")]
+    Saturated(String),
+    /// The server is shutting down or the WAL failed; nothing was acknowledged.
+    #[error("ingest is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl IngestError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::Malformed(_) => "malformed",
+            IngestError::TooLarge { .. } => "too_large",
+            IngestError::UnsupportedContentType(_) => "unsupported_content_type",
+            IngestError::UnsupportedEncoding(_) => "unsupported_encoding",
+            IngestError::Overloaded(_) => "overloaded",
+            IngestError::Saturated(_) => "saturated",
+            IngestError::Unavailable(_) => "unavailable",
+        }
+    }
+
+    /// Whether the sender should retry the same request later.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            IngestError::Overloaded(_) | IngestError::Saturated(_) | IngestError::Unavailable(_)
+        )
+    }
+}
+
+/// The answer to an accepted request: how many records were stored and how
+/// many were rejected (an OTLP partial success when non-zero or with a message).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Accepted {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub message: String,
+}
+
+/// Validated batch ready for the WAL.
+struct Prepared {
+    payload: Vec<u8>,
+    batch: Batch,
+    accepted: Accepted,
+}
+
+pub struct Pipeline {
+    wal: Arc<Wal<WalItem>>,
+    limits: otlp::Limits,
+    budget: MemoryBudget,
+    telemetry: Arc<Telemetry>,
+    retry_after: Duration,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Pipeline {
+    pub fn new(
+        wal: Arc<Wal<WalItem>>,
+        limits: otlp::Limits,
+        budget: MemoryBudget,
+        telemetry: Arc<Telemetry>,
+        retry_after: Duration,
+    ) -> Self {
+        Pipeline {
+            wal,
+            limits,
+            budget,
+            telemetry,
+            retry_after,
+        }
+    }
+
+    pub fn budget(&self) -> &MemoryBudget {
+        &self.budget
+    }
+
+    /// How long a sender should wait before retrying a saturated request.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// Decodes, validates and stores an OTLP/HTTP body (already decompressed).
+    pub async fn ingest_body(
+        &self,
+        signal: Signal,
+        format: PayloadFormat,
+        body: Bytes,
+    ) -> Result<Accepted, IngestError> {
+        let limits = self.limits.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let req = otlp::decode(signal, format, &body)?;
+            let raw = (format == PayloadFormat::Protobuf).then_some(body);
+            Ok::<_, IngestError>(prepare(req, raw, &limits))
+        })
+        .await
+        .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))??;
+        self.commit(prepared, Protocol::Http).await
+    }
+
+    /// Validates and stores a request decoded by the gRPC server.
+    pub async fn ingest_request(&self, req: OtlpRequest) -> Result<Accepted, IngestError> {
+        let limits = self.limits.clone();
+        let prepared = tokio::task::spawn_blocking(move || prepare(req, None, &limits))
+            .await
+            .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))?;
+        self.commit(prepared, Protocol::Grpc).await
+    }
+
+    async fn commit(&self, p: Prepared, protocol: Protocol) -> Result<Accepted, IngestError> {
+        let signal = p.batch.signal();
+        let labels = [signal.as_str(), protocol.as_str()];
+        if p.accepted.rejected > 0 {
+            self.telemetry
+                .ingest_rejected
+                .with_label_values(&labels)
+                .inc_by(p.accepted.rejected);
+        }
+        if p.batch.is_empty() {
+            return Ok(p.accepted);
+        }
+        let item = WalItem {
+            payload_bytes: p.payload.len(),
+            batch: p.batch,
+        };
+        let ticket = self
+            .wal
+            .append(p.payload, item)
+            .map_err(|e| self.wal_error(e))?;
+        ticket.await.map_err(|e| self.wal_error(e))?;
+        self.telemetry
+            .ingest_records
+            .with_label_values(&labels)
+            .inc_by(p.accepted.accepted);
+        Ok(p.accepted)
+    }
+
+    fn wal_error(&self, e: WalError) -> IngestError {
+        match e {
+            WalError::Busy => IngestError::Saturated("the write-ahead log queue is full".into()),
+            WalError::Full => IngestError::Saturated(
+                "the write-ahead log is at its disk limit while stores catch up".into(),
+            ),
+            WalError::Closed => IngestError::Unavailable("the server is shutting down".into()),
+            other => {
+                tracing::error!(error = %other, "write-ahead log append failed");
+                IngestError::Unavailable(format!("write-ahead log failure: {other}"))
+            }
+        }
+    }
+}
+
+/// Validation, WAL encoding and model conversion: the CPU part of ingest.
+fn prepare(mut req: OtlpRequest, raw: Option<Bytes>, limits: &otlp::Limits) -> Prepared {
+    let rej = otlp::validate(&mut req, limits, now_ns());
+    // Unchanged protobuf bodies go to the WAL as received: no re-encoding.
+    let payload = match raw {
+        Some(raw) if !rej.modified => otlp::wal_payload_from_raw(req.signal(), &raw),
+        _ => otlp::wal_payload(&req),
+    };
+    let batch = otlp::to_model(req);
+    let accepted = Accepted {
+        accepted: batch.len() as u64,
+        rejected: rej.count,
+        message: rej.message(),
+    };
+    Prepared {
+        payload,
+        batch,
+        accepted,
+    }
+}

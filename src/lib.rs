@@ -1,0 +1,16 @@
+//! tern: a one-binary observability backend. OTLP in (gRPC and HTTP), a
+//! crash-safe write-ahead log, per-signal stores, and query APIs on top.
+//!
+//! See ARCHITECTURE.md for the map of modules; dependencies point one way:
+//! `api` → `ingest` / `query` / `analysis` → `storage` traits → `model`.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod ingest;
+pub mod model;
+pub mod storage;
+pub mod telemetry;
+
+#[cfg(test)]
+pub(crate) mod testutil;

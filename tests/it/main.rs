@@ -1,0 +1,9 @@
+//! The integration test binary: real servers on port 0 over temp data dirs.
+
+mod support;
+
+mod config_example;
+mod crash;
+mod otlp_grpc;
+mod otlp_http;
+mod python_sdk;

@@ -1,0 +1,223 @@
+//! End-to-end with the real OpenTelemetry Python SDK and its OTLP exporters
+//! (installed by the README's test command), over gRPC, HTTP and HTTP+gzip.
+
+use std::process::Command;
+
+use tern::model::{
+    AnyValue, Metric, MetricData, SpanId, SpanKind, StatusCode, Temporality, TraceId,
+};
+use tern::storage::LogQuery;
+
+use crate::support::*;
+
+fn python() -> String {
+    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+async fn run_sdk(
+    s: &TestServer,
+    protocol: &str,
+    service: &str,
+    temporality: &str,
+) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otel_sdk_e2e.py");
+    let grpc = s.srv().addrs.otlp_grpc.to_string();
+    let http = format!("http://{}", s.srv().addrs.otlp_http);
+    let (protocol, service, temporality) = (
+        protocol.to_string(),
+        service.to_string(),
+        temporality.to_string(),
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(python())
+            .args([
+                script,
+                "--protocol",
+                &protocol,
+                "--grpc",
+                &grpc,
+                "--http",
+                &http,
+            ])
+            .args(["--service", &service, "--temporality", &temporality])
+            .env("OTEL_SDK_DISABLED", "false")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python3 runs (the README test command installs the OpenTelemetry SDK)");
+    assert!(
+        out.status.success(),
+        "python sdk script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    serde_json::from_str(line.trim().lines().last().unwrap()).unwrap()
+}
+
+fn last_value(ms: Vec<Metric>) -> MetricData {
+    ms.into_iter().last().expect("metric stored").data
+}
+
+fn str_attr<'a>(attrs: &'a tern::model::Attributes, k: &str) -> Option<&'a str> {
+    match tern::model::attr(attrs, k) {
+        Some(AnyValue::String(s)) => Some(s),
+        _ => None,
+    }
+}
+
+async fn check_protocol(protocol: &str) {
+    let s = TestServer::start().await;
+    let service = format!("py-{protocol}");
+    let sent = run_sdk(&s, protocol, &service, "cumulative").await;
+    let trace_id = TraceId::from_hex(sent["trace_id"].as_str().unwrap()).unwrap();
+    let root_id = SpanId::from_hex(sent["root_span_id"].as_str().unwrap()).unwrap();
+    let child_id = SpanId::from_hex(sent["child_span_id"].as_str().unwrap()).unwrap();
+
+    // Traces: both spans, linked, with kinds, status and the exception event.
+    let spans = s.srv().stores().traces.trace(&trace_id).unwrap();
+    assert_eq!(spans.len(), 2, "{protocol}");
+    let root = spans
+        .iter()
+        .find(|s| s.span_id == root_id)
+        .expect("root span");
+    let child = spans
+        .iter()
+        .find(|s| s.span_id == child_id)
+        .expect("child span");
+    assert_eq!(root.parent_span_id, None);
+    assert_eq!(child.parent_span_id, Some(root_id));
+    assert_eq!(root.name, "checkout");
+    assert_eq!(root.kind, SpanKind::Server);
+    assert_eq!(child.kind, SpanKind::Client);
+    assert_eq!(child.status.code, StatusCode::Error);
+    assert_eq!(child.status.message, "declined");
+    assert_eq!(str_attr(&root.attributes, "http.route"), Some("/checkout"));
+    assert_eq!(root.service_name(), service);
+    assert_eq!(
+        str_attr(&root.resource.attributes, "service.version"),
+        Some("1.2.3")
+    );
+    assert_eq!(root.scope.name, "e2e.tracer");
+    let ev = child
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .expect("exception event");
+    assert_eq!(
+        str_attr(&ev.attributes, "exception.type"),
+        Some("ValueError")
+    );
+    assert_eq!(
+        str_attr(&ev.attributes, "exception.message"),
+        Some("card declined")
+    );
+    assert!(child.start_time_ns >= root.start_time_ns && child.end_time_ns <= root.end_time_ns);
+
+    // Logs: three records with trace context, severities and attributes.
+    let logs = s
+        .srv()
+        .stores()
+        .logs
+        .query(&LogQuery {
+            trace_id: Some(trace_id),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(logs.len(), 3, "{protocol}");
+    let by_body = |b: &str| {
+        logs.iter()
+            .find(|l| l.body.to_text() == b)
+            .unwrap_or_else(|| panic!("log {b:?}"))
+    };
+    let started = by_body("checkout started");
+    assert_eq!(started.severity_number, 9);
+    assert_eq!(started.span_id, Some(root_id));
+    assert_eq!(str_attr(&started.attributes, "order_id"), Some("o-17"));
+    assert_eq!(
+        tern::model::attr(&started.attributes, "items"),
+        Some(&AnyValue::Int(3))
+    );
+    assert_eq!(by_body("card retry").severity_number, 13);
+    let failed = by_body("payment failed");
+    assert_eq!(failed.severity_number, 17);
+    assert_eq!(failed.span_id, Some(child_id));
+    assert_eq!(failed.service_name(), service);
+
+    // Metrics: the last export holds the cumulative values.
+    let m = &s.srv().stores().metrics;
+    let counter = m.metric("e2e_requests").unwrap();
+    let MetricData::Sum {
+        points,
+        temporality,
+        monotonic,
+    } = last_value(counter.clone())
+    else {
+        panic!("counter is a sum")
+    };
+    assert!(monotonic);
+    assert_eq!(temporality, Temporality::Cumulative);
+    assert_eq!(points[0].value, 5.0);
+    assert_eq!(str_attr(&points[0].attributes, "route"), Some("/checkout"));
+    assert_eq!(counter.last().unwrap().unit, "1");
+    let MetricData::Sum {
+        points, monotonic, ..
+    } = last_value(m.metric("e2e_inflight").unwrap())
+    else {
+        panic!("up-down counter is a sum")
+    };
+    assert!(!monotonic);
+    assert_eq!(points[0].value, 2.0);
+    let MetricData::Histogram { points, .. } = last_value(m.metric("e2e_latency").unwrap()) else {
+        panic!("histogram")
+    };
+    assert_eq!(points[0].count, 3);
+    assert_eq!(points[0].sum, Some(56.0));
+    assert_eq!(points[0].bucket_counts.iter().sum::<u64>(), 3);
+    assert_eq!(
+        points[0].bucket_counts.len(),
+        points[0].explicit_bounds.len() + 1
+    );
+    let MetricData::Gauge(points) = last_value(m.metric("e2e_temperature").unwrap()) else {
+        panic!("gauge")
+    };
+    assert_eq!(points[0].value, 7.5);
+    assert_eq!(str_attr(&points[0].attributes, "room"), Some("a"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_over_grpc() {
+    check_protocol("grpc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_over_http_protobuf() {
+    check_protocol("http").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_over_http_gzip() {
+    check_protocol("http-gzip").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_sdk_delta_points_add_up() {
+    let s = TestServer::start().await;
+    run_sdk(&s, "http", "py-delta", "delta").await;
+    let counter = s.srv().stores().metrics.metric("e2e_requests").unwrap();
+    let mut total = 0.0;
+    for m in &counter {
+        let MetricData::Sum {
+            points,
+            temporality,
+            ..
+        } = &m.data
+        else {
+            panic!()
+        };
+        assert_eq!(*temporality, Temporality::Delta);
+        total += points.iter().map(|p| p.value).sum::<f64>();
+    }
+    assert_eq!(total, 5.0, "delta exports add up to what was counted");
+}
