@@ -175,7 +175,13 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
     ));
 
     phase.set(Phase::Replaying);
-    let stores = Stores::memory();
+    let stores = {
+        let cfg = cfg.clone();
+        let telemetry = telemetry.clone();
+        tokio::task::spawn_blocking(move || crate::storage::open::open_stores(&cfg, &telemetry))
+            .await
+            .map_err(|e| AppError::Other(format!("store open task failed: {e}")))??
+    };
     let writers = StoreWriters::start(
         stores.clone(),
         cfg.ingest.store_queue_bytes.0 as usize,

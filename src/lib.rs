@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod ingest;
 pub mod model;
+pub mod query;
 pub mod storage;
 pub mod telemetry;
 

@@ -8,6 +8,7 @@
 mod ids;
 pub mod log;
 mod metric;
+pub mod series;
 mod trace;
 mod value;
 
@@ -19,6 +20,7 @@ pub use metric::{
     Exemplar, ExpBuckets, ExpHistogramPoint, HistogramPoint, Metric, MetricData, NumberPoint,
     SummaryPoint, Temporality, FLAG_NO_RECORDED_VALUE,
 };
+pub use series::{label, LabelMatcher, Labels, MatchOp, MetricMeta, Sample, Series, METRIC_NAME};
 pub use trace::{Span, SpanEvent, SpanKind, SpanLink, Status, StatusCode};
 pub use value::{attr, attributes_json, AnyValue, Attributes};
 

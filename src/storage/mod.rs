@@ -6,6 +6,7 @@
 //! Parquet); everything above talks to the traits defined here.
 
 pub mod memory;
+pub mod open;
 pub mod wal;
 pub mod writer;
 
@@ -54,6 +55,11 @@ pub trait StoreLifecycle: Send + Sync + 'static {
     /// Makes everything written so far durable (called periodically and at shutdown).
     fn flush(&self) -> Result<(), StorageError>;
     fn stats(&self) -> StoreStats;
+    /// Flushes and stops background work; called once at shutdown, after
+    /// the last write.
+    fn close(&self) -> Result<(), StorageError> {
+        self.flush()
+    }
 }
 
 pub trait TraceStore: StoreLifecycle {

@@ -56,10 +56,23 @@ impl Stores {
 
     /// Flushes every store; returns the first error after trying all.
     pub fn flush_all(&self) -> Result<(), super::StorageError> {
+        self.each(|s| s.flush(), "flush")
+    }
+
+    /// Closes every store (flush and stop background work).
+    pub fn close_all(&self) -> Result<(), super::StorageError> {
+        self.each(|s| s.close(), "close")
+    }
+
+    fn each(
+        &self,
+        f: impl Fn(&dyn StoreLifecycle) -> Result<(), super::StorageError>,
+        what: &str,
+    ) -> Result<(), super::StorageError> {
         let mut first = None;
         for s in Signal::ALL {
-            if let Err(e) = self.lifecycle(s).flush() {
-                tracing::error!(signal = s.as_str(), error = %e, "store flush failed");
+            if let Err(e) = f(self.lifecycle(s)) {
+                tracing::error!(signal = s.as_str(), error = %e, "store {what} failed");
                 first.get_or_insert(e);
             }
         }
@@ -266,7 +279,7 @@ impl StoreWriters {
         t
     }
 
-    /// Drains the queues, stops the threads and flushes every store.
+    /// Drains the queues, stops the threads and closes every store.
     /// Returns the checkpoint after the flush.
     pub fn close(mut self) -> Result<u64, super::StorageError> {
         for q in self.dispatcher.queues.iter() {
@@ -277,7 +290,7 @@ impl StoreWriters {
                 tracing::error!("a store writer thread panicked");
             }
         }
-        self.stores.flush_all()?;
+        self.stores.close_all()?;
         Ok(self.checkpoint())
     }
 }

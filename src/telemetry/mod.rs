@@ -159,6 +159,11 @@ impl Telemetry {
         }
     }
 
+    /// The registry, for subsystems that register metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Seconds since the server started.
     pub fn uptime_secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()

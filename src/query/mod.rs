@@ -1,0 +1,2 @@
+//! Query engines over the storage traits: trace search, log search, PromQL.
+//! Nothing here knows HTTP types; `api` renders the results.
