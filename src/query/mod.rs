@@ -1,2 +1,3 @@
 //! Query engines over the storage traits: trace search, log search, PromQL.
 //! Nothing here knows HTTP types; `api` renders the results.
+pub mod promql;

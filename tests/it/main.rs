@@ -6,4 +6,5 @@ mod config_example;
 mod crash;
 mod otlp_grpc;
 mod otlp_http;
+mod promql_api;
 mod python_sdk;

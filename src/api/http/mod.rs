@@ -2,6 +2,7 @@
 //! receiver (`server.otlp_http_addr`).
 
 pub mod otlp;
+pub mod prom;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
