@@ -540,9 +540,9 @@ impl Config {
                 w.max_disk_bytes, w.segment_bytes
             ));
         }
-        if w.max_queue_bytes.0 < i.max_body_bytes.0 {
+        if w.max_queue_bytes.0 < 2 * i.max_body_bytes.0 {
             return bad(format!(
-                "wal.max_queue_bytes ({}) must be at least ingest.max_body_bytes ({}) so one full request fits",
+                "wal.max_queue_bytes ({}) must be at least twice ingest.max_body_bytes ({}) so that a full request always fits",
                 w.max_queue_bytes, i.max_body_bytes
             ));
         }
