@@ -237,83 +237,78 @@ pub struct BenchQuery {
 }
 
 /// The standard queries, over what the load generator sent.
-fn standard_queries(
-    client: &reqwest::Client,
-    http: SocketAddr,
-) -> impl std::future::Future<Output = Vec<BenchQuery>> + '_ {
-    async move {
-        let mut q = Vec::new();
-        let now_s = super::now_ns() / 1_000_000_000;
-        let day_ago = now_s.saturating_sub(86_400);
-        // A trace id to fetch: the newest trace of the frontend.
-        let search = format!(
-            "/api/v1/traces?service=frontend&limit=20&start={}&end={}",
-            day_ago * 1_000_000,
-            (now_s + 60) * 1_000_000
-        );
-        if let Ok(r) = client.get(format!("http://{http}{search}")).send().await {
-            if let Ok(v) = r.json::<serde_json::Value>().await {
-                if let Some(id) = v["data"][0]["trace_id"]
-                    .as_str()
-                    .or(v["traces"][0]["trace_id"].as_str())
-                {
-                    q.push(BenchQuery {
-                        name: "trace by id".into(),
-                        path: format!("/api/v1/traces/{id}"),
-                    });
-                }
+async fn standard_queries(client: &reqwest::Client, http: SocketAddr) -> Vec<BenchQuery> {
+    let mut q = Vec::new();
+    let now_s = super::now_ns() / 1_000_000_000;
+    let day_ago = now_s.saturating_sub(86_400);
+    // A trace id to fetch: the newest trace of the frontend.
+    let search = format!(
+        "/api/v1/traces?service=frontend&limit=20&start={}&end={}",
+        day_ago * 1_000_000,
+        (now_s + 60) * 1_000_000
+    );
+    if let Ok(r) = client.get(format!("http://{http}{search}")).send().await {
+        if let Ok(v) = r.json::<serde_json::Value>().await {
+            if let Some(id) = v["data"][0]["trace_id"]
+                .as_str()
+                .or(v["traces"][0]["trace_id"].as_str())
+            {
+                q.push(BenchQuery {
+                    name: "trace by id".into(),
+                    path: format!("/api/v1/traces/{id}"),
+                });
             }
         }
-        q.push(BenchQuery {
-            name: "trace search service+duration".into(),
-            path: format!(
-                "/api/v1/traces?service=checkout&min_duration=50ms&limit=20&start={}&end={}",
-                day_ago * 1_000_000,
-                (now_s + 60) * 1_000_000
-            ),
-        });
-        let enc = |s: &str| {
-            s.replace(' ', "%20")
-                .replace('(', "%28")
-                .replace(')', "%29")
-                .replace('[', "%5B")
-                .replace(']', "%5D")
-                .replace('"', "%22")
-        };
-        q.push(BenchQuery {
-            name: "log search rare term".into(),
-            path: format!(
-                "/api/v1/logs/search?q={}&limit=100&start={day_ago}&end={}",
-                super::gen::RARE_TERM,
-                now_s + 60
-            ),
-        });
-        q.push(BenchQuery {
-            name: "log search common term".into(),
-            path: format!(
-                "/api/v1/logs/search?q={}&limit=100&start={day_ago}&end={}",
-                super::gen::COMMON_TERM,
-                now_s + 60
-            ),
-        });
-        q.push(BenchQuery {
-            name: "promql rate range".into(),
-            path: format!(
-                "/api/v1/query_range?query={}&start={}&end={}&step=60",
-                enc("sum by (code) (rate(http_server_requests_total[5m]))"),
-                now_s - 3600,
-                now_s
-            ),
-        });
-        q.push(BenchQuery {
-            name: "sql aggregate".into(),
-            path: format!(
-                "/api/v1/sql?q={}",
-                enc("SELECT service, count(*) FROM spans GROUP BY service")
-            ),
-        });
-        q
     }
+    q.push(BenchQuery {
+        name: "trace search service+duration".into(),
+        path: format!(
+            "/api/v1/traces?service=checkout&min_duration=50ms&limit=20&start={}&end={}",
+            day_ago * 1_000_000,
+            (now_s + 60) * 1_000_000
+        ),
+    });
+    let enc = |s: &str| {
+        s.replace(' ', "%20")
+            .replace('(', "%28")
+            .replace(')', "%29")
+            .replace('[', "%5B")
+            .replace(']', "%5D")
+            .replace('"', "%22")
+    };
+    q.push(BenchQuery {
+        name: "log search rare term".into(),
+        path: format!(
+            "/api/v1/logs/search?q={}&limit=100&start={day_ago}&end={}",
+            super::gen::RARE_TERM,
+            now_s + 60
+        ),
+    });
+    q.push(BenchQuery {
+        name: "log search common term".into(),
+        path: format!(
+            "/api/v1/logs/search?q={}&limit=100&start={day_ago}&end={}",
+            super::gen::COMMON_TERM,
+            now_s + 60
+        ),
+    });
+    q.push(BenchQuery {
+        name: "promql rate range".into(),
+        path: format!(
+            "/api/v1/query_range?query={}&start={}&end={}&step=60",
+            enc("sum by (code) (rate(http_server_requests_total[5m]))"),
+            now_s - 3600,
+            now_s
+        ),
+    });
+    q.push(BenchQuery {
+        name: "sql aggregate".into(),
+        path: format!(
+            "/api/v1/sql?q={}",
+            enc("SELECT service, count(*) FROM spans GROUP BY service")
+        ),
+    });
+    q
 }
 
 async fn query_phase(http: SocketAddr, runs: usize) -> Vec<QueryResult> {

@@ -58,6 +58,11 @@ impl Rng {
     }
 }
 
+/// One of `items`, chosen uniformly.
+fn pick_str<'a>(r: &mut Rng, items: &[&'a str]) -> &'a str {
+    items[r.below(items.len() as u64) as usize]
+}
+
 fn kv(k: &str, v: any_value::Value) -> KeyValue {
     KeyValue {
         key: k.into(),
@@ -408,18 +413,22 @@ impl LogGen {
             let field = &rest[open + 1..open + close];
             let r = &mut self.rng;
             match field {
-                "method" => out.push_str(*r.pick(&["GET", "GET", "POST", "PUT", "DELETE"])),
-                "path" => out.push_str(*r.pick(&[
-                    "/api/products",
-                    "/api/cart",
-                    "/api/checkout",
-                    "/api/users/me",
-                    "/healthz",
-                    "/api/search",
-                ])),
-                "status" => {
-                    out.push_str(*r.pick(&["200", "200", "200", "201", "204", "404", "500"]))
-                }
+                "method" => out.push_str(pick_str(r, &["GET", "GET", "POST", "PUT", "DELETE"])),
+                "path" => out.push_str(pick_str(
+                    r,
+                    &[
+                        "/api/products",
+                        "/api/cart",
+                        "/api/checkout",
+                        "/api/users/me",
+                        "/healthz",
+                        "/api/search",
+                    ],
+                )),
+                "status" => out.push_str(pick_str(
+                    r,
+                    &["200", "200", "200", "201", "204", "404", "500"],
+                )),
                 "ms" => out.push_str(&format!("{}", r.log_normal(30.0, 1.0) as u64)),
                 "us" => out.push_str(&format!("{}", r.below(900) + 20)),
                 "user" => out.push_str(&format!("u{}", r.below(50_000))),
@@ -433,10 +442,11 @@ impl LogGen {
                 "port" => out.push_str(&format!("{}", 30_000 + r.below(30_000))),
                 "rid" => out.push_str(&format!("{:016x}", r.next_u64())),
                 "id" => out.push_str(&format!("{}", r.below(10_000))),
-                "hit" => out.push_str(*r.pick(&["true", "true", "false"])),
-                "node" => {
-                    out.push_str(*r.pick(&["cache-1", "cache-2", "db-primary", "db-replica"]))
-                }
+                "hit" => out.push_str(pick_str(r, &["true", "true", "false"])),
+                "node" => out.push_str(pick_str(
+                    r,
+                    &["cache-1", "cache-2", "db-primary", "db-replica"],
+                )),
                 "attempt" => out.push_str(&format!("{}", 1 + r.below(3))),
                 "items" => out.push_str(&format!("{}", 1 + r.below(9))),
                 other => out.push_str(other),
@@ -457,7 +467,7 @@ impl LogGen {
             let (sev, template) = *self.rng.pick(TEMPLATES);
             let mut body = self.line(template);
             if self.counter % 100_000 == 7 {
-                body.push_str(" ");
+                body.push(' ');
                 body.push_str(RARE_TERM);
             }
             let (trace_id, span_id) = if !traces.is_empty() && self.rng.unit() < 0.6 {

@@ -182,15 +182,17 @@ impl Generators {
 }
 
 enum Client {
-    Grpc {
-        traces: TraceServiceClient<tonic::transport::Channel>,
-        metrics: MetricsServiceClient<tonic::transport::Channel>,
-        logs: LogsServiceClient<tonic::transport::Channel>,
-    },
+    Grpc(Box<GrpcClients>),
     Http {
         client: reqwest::Client,
         base: String,
     },
+}
+
+struct GrpcClients {
+    traces: TraceServiceClient<tonic::transport::Channel>,
+    metrics: MetricsServiceClient<tonic::transport::Channel>,
+    logs: LogsServiceClient<tonic::transport::Channel>,
 }
 
 /// What one send achieved.
@@ -211,11 +213,11 @@ impl Client {
                         .await
                         .map_err(|e| format!("cannot connect to {}: {e}", opts.grpc_addr))?;
                 let max = 256 << 20;
-                Ok(Client::Grpc {
+                Ok(Client::Grpc(Box::new(GrpcClients {
                     traces: TraceServiceClient::new(ch.clone()).max_decoding_message_size(max),
                     metrics: MetricsServiceClient::new(ch.clone()).max_decoding_message_size(max),
                     logs: LogsServiceClient::new(ch).max_decoding_message_size(max),
-                })
+                })))
             }
             Protocol::Http => Ok(Client::Http {
                 client: reqwest::Client::builder()
@@ -229,11 +231,12 @@ impl Client {
 
     async fn send(&mut self, p: &Payload, body: Option<&bytes::Bytes>) -> Sent {
         match self {
-            Client::Grpc {
-                traces,
-                metrics,
-                logs,
-            } => {
+            Client::Grpc(c) => {
+                let GrpcClients {
+                    traces,
+                    metrics,
+                    logs,
+                } = &mut **c;
                 let res = match p {
                     Payload::Traces(r) => traces.export(r.clone()).await.map(|r| {
                         r.into_inner()
