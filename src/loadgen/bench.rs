@@ -77,15 +77,17 @@ pub struct BenchReport {
     pub queries: Vec<QueryResult>,
 }
 
-struct ServerProc {
-    child: Child,
-    http: SocketAddr,
-    grpc: SocketAddr,
-    otlp_http: SocketAddr,
+/// A `tern serve` child process and the addresses it bound.
+pub struct ServerProc {
+    pub child: Child,
+    pub http: SocketAddr,
+    pub grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
 }
 
-fn spawn_server(data: &Path, settings: &[String]) -> Result<ServerProc, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+/// Starts `exe serve` over `data` on port 0 (with `--set` `settings`) and
+/// reads the bound addresses from its JSON "tern is ready" log line.
+pub fn spawn_server(exe: &Path, data: &Path, settings: &[String]) -> Result<ServerProc, String> {
     let mut cmd = Command::new(exe);
     cmd.arg("serve")
         .arg("--data-dir")
@@ -388,7 +390,8 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport, String> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
     let started_unix = super::now_ns() / 1_000_000_000;
-    let server = spawn_server(&tmp, &o.server_settings)?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let server = spawn_server(&exe, &tmp, &o.server_settings)?;
     let mut ingest = Vec::new();
     for (signal, n) in [
         (Signal::Traces, o.spans),
@@ -425,7 +428,7 @@ pub async fn run(o: BenchOptions) -> Result<BenchReport, String> {
     }
     let wal_bytes_after_shutdown = dir_size(&tmp.join("wal"));
     let t0 = Instant::now();
-    let server = spawn_server(&tmp, &o.server_settings)?;
+    let server = spawn_server(&exe, &tmp, &o.server_settings)?;
     let restart_secs = t0.elapsed().as_secs_f64();
     let idle_rss = proc_usage(server.child.id()).map_or(0, |u| u.0);
     eprintln!("bench: running queries");
