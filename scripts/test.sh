@@ -10,4 +10,7 @@ bash scripts/setup.sh test
 if [ -z "${SHARED_TESTDATA:-}" ] && [ -d ../shared/testdata ]; then
   export SHARED_TESTDATA="$(cd ../shared/testdata && pwd)"
 fi
-cargo test --locked --all-targets "$@"
+# Benchmarks first, in test mode (each runs once, so they keep working), then
+# every unit, integration, end-to-end and conformance test.
+cargo test --locked --benches
+cargo test --locked --lib --bins --tests "$@"

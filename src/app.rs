@@ -75,6 +75,7 @@ pub struct BoundAddrs {
 pub struct Server {
     pub addrs: BoundAddrs,
     stores: Stores,
+    settled: Arc<dyn Fn() -> bool + Send + Sync>,
     telemetry: Arc<Telemetry>,
     cancel: CancellationToken,
     task: JoinHandle<Result<(), AppError>>,
@@ -83,6 +84,11 @@ pub struct Server {
 impl Server {
     pub fn stores(&self) -> &Stores {
         &self.stores
+    }
+
+    /// Whether every acknowledged record has reached its store (reads see it).
+    pub fn settled(&self) -> bool {
+        (self.settled)()
     }
 
     pub fn telemetry(&self) -> &Arc<Telemetry> {
@@ -298,6 +304,10 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
         "tern is ready"
     );
 
+    let settled: Arc<dyn Fn() -> bool + Send + Sync> = {
+        let writers = Arc::downgrade(&writers);
+        Arc::new(move || writers.upgrade().is_none_or(|w| w.settled()))
+    };
     let shutdown_timeout = cfg.server.shutdown_timeout.0;
     let task = {
         let cancel = cancel.clone();
@@ -352,6 +362,7 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
     Ok(Server {
         addrs,
         stores,
+        settled,
         telemetry,
         cancel,
         task,

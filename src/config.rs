@@ -197,58 +197,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub ingest: IngestConfig,
     pub wal: WalConfig,
-    pub traces: TracesConfig,
-    pub logs: LogsConfig,
-    pub metrics: MetricsConfig,
     pub log: LogConfig,
-}
-
-/// The trace store.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TracesConfig {
-    /// Traces older than this are deleted.
-    pub retention: HumanDuration,
-}
-
-impl Default for TracesConfig {
-    fn default() -> Self {
-        TracesConfig {
-            retention: HumanDuration(Duration::from_secs(7 * 86_400)),
-        }
-    }
-}
-
-/// The log store.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogsConfig {
-    /// Logs older than this are deleted.
-    pub retention: HumanDuration,
-}
-
-impl Default for LogsConfig {
-    fn default() -> Self {
-        LogsConfig {
-            retention: HumanDuration(Duration::from_secs(7 * 86_400)),
-        }
-    }
-}
-
-/// The metrics store.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsConfig {
-    /// Samples older than this are deleted.
-    pub retention: HumanDuration,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        MetricsConfig {
-            retention: HumanDuration(Duration::from_secs(15 * 86_400)),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -333,9 +282,6 @@ impl Default for Config {
             server: ServerConfig::default(),
             ingest: IngestConfig::default(),
             wal: WalConfig::default(),
-            traces: TracesConfig::default(),
-            logs: LogsConfig::default(),
-            metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -540,9 +486,9 @@ impl Config {
                 w.max_disk_bytes, w.segment_bytes
             ));
         }
-        if w.max_queue_bytes.0 < i.max_body_bytes.0 {
+        if w.max_queue_bytes.0 < 2 * i.max_body_bytes.0 {
             return bad(format!(
-                "wal.max_queue_bytes ({}) must be at least ingest.max_body_bytes ({}) so one full request fits",
+                "wal.max_queue_bytes ({}) must be at least twice ingest.max_body_bytes ({}) so that a full request always fits",
                 w.max_queue_bytes, i.max_body_bytes
             ));
         }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod ingest;
+pub mod loadgen;
 pub mod model;
 pub mod query;
 pub mod storage;

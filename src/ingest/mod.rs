@@ -207,6 +207,7 @@ impl Pipeline {
                 "the write-ahead log is at its disk limit while stores catch up".into(),
             ),
             WalError::Closed => IngestError::Unavailable("the server is shutting down".into()),
+            WalError::TooLarge { max, .. } => IngestError::TooLarge { limit: max as u64 },
             other => {
                 tracing::error!(error = %other, "write-ahead log append failed");
                 IngestError::Unavailable(format!("write-ahead log failure: {other}"))

@@ -150,6 +150,8 @@ impl BatchQueue {
 struct Progress {
     last_sent: [AtomicU64; 3],
     dispatched: AtomicU64,
+    /// Last sequence number each store writer has finished writing.
+    applied: [AtomicU64; 3],
 }
 
 impl Progress {
@@ -204,7 +206,9 @@ impl StoreWriters {
             BatchQueue::new(queue_bytes),
         ]);
         let mut threads = Vec::new();
+        let progress = Arc::new(Progress::default());
         for s in Signal::ALL {
+            let progress = progress.clone();
             let queues = queues.clone();
             let stores = stores.clone();
             let telemetry = telemetry.clone();
@@ -218,7 +222,9 @@ impl StoreWriters {
                             .with_label_values(&[s.as_str()])
                             .set(q.len() as i64);
                         let n = batch.len() as u64;
-                        match stores.write(seq, batch) {
+                        let result = stores.write(seq, batch);
+                        progress.applied[s.index()].store(seq, Ordering::SeqCst);
+                        match result {
                             Ok(()) => telemetry.store_records.with_label_values(&[s.as_str()]).inc_by(n),
                             Err(e) => {
                                 // The record stays in the WAL: the store's durable
@@ -234,7 +240,7 @@ impl StoreWriters {
         Ok(StoreWriters {
             dispatcher: Dispatcher {
                 queues,
-                progress: Arc::new(Progress::default()),
+                progress,
                 telemetry,
             },
             stores,
@@ -254,12 +260,26 @@ impl StoreWriters {
     /// unless its store has already made it durable.
     pub fn apply_replayed(&self, seq: u64, batch: Batch) -> Result<bool, super::StorageError> {
         let s = batch.signal();
-        self.dispatcher.progress.record(seq, s);
-        if seq <= self.stores.lifecycle(s).durable_seq() {
-            return Ok(false);
-        }
-        self.stores.write(seq, batch)?;
-        Ok(true)
+        let p = &self.dispatcher.progress;
+        p.record(seq, s);
+        let applied = if seq <= self.stores.lifecycle(s).durable_seq() {
+            false
+        } else {
+            self.stores.write(seq, batch)?;
+            true
+        };
+        p.applied[s.index()].store(seq, Ordering::SeqCst);
+        Ok(applied)
+    }
+
+    /// Whether every batch handed to the store writers has been written to
+    /// its store, so that reads see every acknowledged record.
+    pub fn settled(&self) -> bool {
+        let p = &self.dispatcher.progress;
+        Signal::ALL.iter().all(|s| {
+            p.applied[s.index()].load(Ordering::SeqCst)
+                >= p.last_sent[s.index()].load(Ordering::SeqCst)
+        })
     }
 
     /// The highest WAL sequence number such that every record at or below it

@@ -1,10 +1,8 @@
 //! Crash safety with the real binary: SIGKILL during a stream of writes,
 //! restart, and every acknowledged record is there; SIGTERM shuts down cleanly.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,55 +12,12 @@ use tern::storage::LogQuery;
 
 use crate::support::*;
 
-struct Proc {
-    child: Child,
-    otlp_http: SocketAddr,
-    http: SocketAddr,
-}
+use tern::loadgen::bench::ServerProc as Proc;
 
-/// Starts `tern serve` on port 0 and reads its bound addresses from the
-/// JSON "ready" log line.
-fn spawn_server(dir: &Path, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tern"));
-    cmd.arg("serve")
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "--http-addr",
-            "127.0.0.1:0",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-        ])
-        .args(["--set", "log.format=json", "--log-level", "info"])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn tern");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let ready = loop {
-        let line = lines
-            .next()
-            .expect("server exited before it was ready")
-            .unwrap();
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if v["fields"]["message"] == "tern is ready" {
-            break v;
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    let addr = |k: &str| ready["fields"][k].as_str().unwrap().parse().unwrap();
-    Proc {
-        child,
-        otlp_http: addr("otlp_http"),
-        http: addr("http"),
-    }
+/// Starts the real binary on port 0 over `dir`.
+fn spawn_server(dir: &Path) -> Proc {
+    tern::loadgen::bench::spawn_server(Path::new(env!("CARGO_BIN_EXE_tern")), dir, &[])
+        .expect("tern serve starts")
 }
 
 fn stored_seqs(records: &[tern::model::LogRecord]) -> Vec<i64> {
@@ -129,7 +84,7 @@ async fn sigkill_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
     let mut all_acked = Vec::new();
     for round in 0..2 {
-        let mut p = spawn_server(tmp.path(), &[]);
+        let mut p = spawn_server(tmp.path());
         let acked = write_until_killed(&mut p, 2_000, round * 100_000_000).await;
         assert!(acked.len() >= 2_000);
         all_acked.extend(acked);
@@ -165,7 +120,7 @@ async fn sigkill_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut p = spawn_server(tmp.path(), &[]);
+    let mut p = spawn_server(tmp.path());
     let client = reqwest::Client::new();
     let body = logs_request(
         "term",

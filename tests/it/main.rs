@@ -2,6 +2,7 @@
 
 mod support;
 
+mod bench_smoke;
 mod config_example;
 mod crash;
 mod otlp_grpc;

@@ -90,7 +90,7 @@ async fn saturation_is_unavailable_with_retry_info() {
         "wal.max_disk_bytes=\"8KiB\"",
         "ingest.max_body_bytes=\"4KiB\"",
         "ingest.max_record_bytes=\"4KiB\"",
-        "wal.max_queue_bytes=\"4KiB\"",
+        "wal.max_queue_bytes=\"8KiB\"",
     ])
     .await;
     let mut c = LogsServiceClient::connect(s.grpc_url()).await.unwrap();

@@ -307,7 +307,7 @@ async fn saturated_wal_answers_503_with_retry_after_and_loses_nothing_acknowledg
         "wal.max_disk_bytes=\"16KiB\"",
         "ingest.max_body_bytes=\"4KiB\"",
         "ingest.max_record_bytes=\"4KiB\"",
-        "wal.max_queue_bytes=\"4KiB\"",
+        "wal.max_queue_bytes=\"8KiB\"",
         "ingest.retry_after=\"2s\"",
     ])
     .await;

@@ -66,8 +66,19 @@ impl TestServer {
         }
     }
 
+    /// The running server, once every acknowledged record has reached its
+    /// store (store writers apply batches asynchronously after the WAL).
     pub fn srv(&self) -> &Server {
-        self.server.as_ref().expect("server running")
+        let s = self.server.as_ref().expect("server running");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !s.settled() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "store writers did not settle"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        s
     }
 
     pub fn otlp_http_url(&self, path: &str) -> String {

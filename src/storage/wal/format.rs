@@ -17,6 +17,8 @@ const NAME_DIGITS: usize = 20;
 const SCAN_BUFFER: usize = 1 << 20;
 
 pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+/// The replay callback with its error type erased.
+pub(super) type ReplayFn<'a> = dyn FnMut(u64, &[u8]) -> Result<(), BoxError> + 'a;
 
 /// `00000000000000000042.wal` for a segment whose first record is seq 42.
 pub(super) fn segment_file_name(first_seq: u64) -> String {
@@ -71,9 +73,6 @@ pub(super) struct Scan {
     /// The first bad record, if the file does not end cleanly.
     pub(super) defect: Option<Defect>,
 }
-
-/// The replay callback: sequence number and payload of each intact record.
-pub(super) type ReplayFn<'a> = dyn FnMut(u64, &[u8]) -> Result<(), BoxError> + 'a;
 
 /// Reads every record of the segment at `path`, whose first record must be
 /// `first_seq`, calling `replay` for each intact one in order. Stops at the

@@ -233,6 +233,10 @@ struct Counters {
     segments: AtomicUsize,
     last_seq: AtomicU64,
     queue_bytes: AtomicUsize,
+    /// `disk_bytes + queue_bytes`, kept as one counter so that the `Full`
+    /// check never sees a record counted twice (or not at all) while the
+    /// writer moves it from the queue to the disk.
+    reserved_bytes: AtomicU64,
     /// fdatasync calls on segment files (group-commit tests).
     syncs: AtomicU64,
     #[cfg(test)]
@@ -268,6 +272,7 @@ impl<T> Shared<T> {
 
     /// Closes after a writer panic and fails everything queued.
     fn abandon(&self) {
+        self.log.lock().release();
         let drained = {
             let mut queue = self.queue.lock();
             queue.closed = true;
@@ -286,6 +291,9 @@ fn drain_queue<T>(items: &mut Vec<Pending<T>>, counters: &Counters) -> Vec<Pendi
         .map(|p| RECORD_HEADER_BYTES + p.payload.len())
         .sum();
     counters.queue_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    counters
+        .reserved_bytes
+        .fetch_sub(bytes as u64, Ordering::Relaxed);
     drained
 }
 
@@ -295,8 +303,6 @@ fn drain_queue<T>(items: &mut Vec<Pending<T>>, counters: &Counters) -> Vec<Pendi
 pub struct Wal<T: Send + 'static> {
     shared: Arc<Shared<T>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    /// Holds the directory lock for as long as the WAL is open.
-    _lock: File,
 }
 
 impl<T: Send + 'static> fmt::Debug for Wal<T> {
@@ -326,10 +332,11 @@ impl<T: Send + 'static> Wal<T> {
         let mut replay_boxed = |seq: u64, payload: &[u8]| -> Result<(), format::BoxError> {
             replay(seq, payload).map_err(|e| Box::new(e) as format::BoxError)
         };
-        let (log, next_seq) = recover(&dir, &mut replay_boxed)?;
+        let (log, next_seq) = recover(&dir, lock, &mut replay_boxed)?;
 
         let counters = Counters {
             disk_bytes: AtomicU64::new(log.disk_bytes()),
+            reserved_bytes: AtomicU64::new(log.disk_bytes()),
             segments: AtomicUsize::new(log.segment_count()),
             last_seq: AtomicU64::new(next_seq - 1),
             ..Counters::default()
@@ -363,7 +370,6 @@ impl<T: Send + 'static> Wal<T> {
         Ok(Wal {
             shared,
             writer: Mutex::new(Some(handle)),
-            _lock: lock,
         })
     }
 
@@ -390,20 +396,24 @@ impl<T: Send + 'static> Wal<T> {
             if let Some(failure) = &queue.failure {
                 return Err(failure.to_error());
             }
-            // Only appends (under this lock) add to queue_bytes, so the
-            // check cannot be raced past.
+            // Only appends (under this lock) add to the counters, so the
+            // checks cannot be raced past.
             let queued = self.shared.counters.queue_bytes.load(Ordering::Relaxed);
             if queued + size > max_queue {
                 return Err(WalError::Busy);
             }
-            let on_disk = self.shared.counters.disk_bytes.load(Ordering::Relaxed);
-            if on_disk.saturating_add((queued + size) as u64) > self.shared.opts.max_disk_bytes {
+            let reserved = self.shared.counters.reserved_bytes.load(Ordering::Relaxed);
+            if reserved.saturating_add(size as u64) > self.shared.opts.max_disk_bytes {
                 return Err(WalError::Full);
             }
             self.shared
                 .counters
                 .queue_bytes
                 .fetch_add(size, Ordering::Relaxed);
+            self.shared
+                .counters
+                .reserved_bytes
+                .fetch_add(size as u64, Ordering::Relaxed);
             queue.items.push(Pending {
                 payload,
                 item,
@@ -421,6 +431,9 @@ impl<T: Send + 'static> Wal<T> {
     /// waits for an in-progress write/fsync but never for the sink.
     pub fn truncate_through(&self, seq: u64) -> Result<usize, WalError> {
         let mut log = self.shared.log.lock();
+        if log.is_released() {
+            return Err(WalError::Closed);
+        }
         if let Err(f) = log.rotate_if_covered(seq, &self.shared.counters) {
             self.shared.fail(&f);
             return Err(f.to_error());
@@ -441,8 +454,11 @@ impl<T: Send + 'static> Wal<T> {
 
     /// Stops accepting appends, writes and fsyncs everything queued, runs
     /// the sink for it, completes its tickets and joins the writer thread.
+    /// Releases the directory lock, so the directory can be reopened even
+    /// while this handle lives on (appends then return `Closed`).
     /// Idempotent; concurrent callers all return after the drain. Blocks
-    /// for as long as the sink blocks. Called from the sink itself it only
+    /// for as long as the sink blocks (from async code, call it or drop the
+    /// last handle inside `spawn_blocking`). Called from the sink itself it only
     /// stops accepting and returns (the writer finishes on its own).
     pub fn shutdown(&self) {
         self.shared.queue.lock().closed = true;
@@ -513,6 +529,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 /// creates) the active segment. Returns the log and the next sequence number.
 fn recover(
     dir: &Path,
+    dir_lock: File,
     replay: &mut format::ReplayFn<'_>,
 ) -> Result<(SegmentLog, u64), WalError> {
     let found = list_segments(dir)?;
@@ -593,7 +610,7 @@ fn recover(
     };
     debug_assert_eq!(active.last_seq + 1, next_seq);
     Ok((
-        SegmentLog::new(dir.to_path_buf(), closed, active, file),
+        SegmentLog::new(dir.to_path_buf(), closed, active, file, dir_lock),
         next_seq,
     ))
 }

@@ -46,6 +46,8 @@ pub(super) struct SegmentLog {
     file: File,
     /// Set after a failed write, fsync or rotation: nothing more is written.
     failed: Option<Failure>,
+    /// The advisory directory lock; `None` once the writer has stopped.
+    dir_lock: Option<File>,
 }
 
 /// fsync a directory so that created or removed entries are durable.
@@ -77,6 +79,7 @@ impl SegmentLog {
         closed: VecDeque<SegmentMeta>,
         active: SegmentMeta,
         file: File,
+        dir_lock: File,
     ) -> Self {
         SegmentLog {
             dir,
@@ -84,7 +87,18 @@ impl SegmentLog {
             active,
             file,
             failed: None,
+            dir_lock: Some(dir_lock),
         }
+    }
+
+    /// Called when the writer stops: releases the directory lock, after
+    /// which nothing touches the files any more.
+    pub(super) fn release(&mut self) {
+        self.dir_lock = None;
+    }
+
+    pub(super) fn is_released(&self) -> bool {
+        self.dir_lock.is_none()
     }
 
     pub(super) fn segment_count(&self) -> usize {
@@ -263,6 +277,7 @@ impl SegmentLog {
             let bytes = front.bytes;
             self.closed.pop_front();
             counters.disk_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            counters.reserved_bytes.fetch_sub(bytes, Ordering::Relaxed);
             counters
                 .segments
                 .store(self.segment_count(), Ordering::Relaxed);

@@ -115,6 +115,7 @@ fn writer_loop<T: Send + 'static>(
                         shared.fail(&f);
                     }
                 }
+                log.release();
                 debug!(last_seq = next_seq - 1, "wal writer stopped");
                 return;
             }
@@ -176,6 +177,11 @@ fn write_batch<T: Send + 'static>(
             first_seq + count
         }
         Err(f) => {
+            // These records are no longer queued and count as not written.
+            shared
+                .counters
+                .reserved_bytes
+                .fetch_sub(total as u64, Ordering::Relaxed);
             let err = f.to_error();
             error!(error = %err, records = count, "wal write failed; the wal is now failed");
             shared.fail(&f);
