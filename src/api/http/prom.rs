@@ -227,18 +227,8 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
             sign * (oh * 3600 + om * 60)
         }
     };
-    let days = days_from_civil(y, mo, d);
+    let days = crate::query::promql::functions::days_from_civil(y, mo, d);
     Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_s) * 1000 + frac_ms)
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A duration parameter: float seconds or a Prometheus duration (`1m30s`).
@@ -349,6 +339,14 @@ fn render(v: QueryValue) -> Value {
     }
 }
 
+/// The required, non-empty `query` parameter.
+fn query_param(p: &Params) -> Result<String, PromApiError> {
+    p.get("query")
+        .filter(|q| !q.trim().is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| PromApiError::bad("invalid parameter \"query\": query is empty"))
+}
+
 async fn query(
     State(st): State<PromState>,
     RawQuery(raw): RawQuery,
@@ -356,11 +354,7 @@ async fn query(
     body: Bytes,
 ) -> Result<Response, PromApiError> {
     let p = Params::parse(raw, &headers, &body)?;
-    let q = p
-        .get("query")
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| PromApiError::bad("invalid parameter \"query\": query is empty"))?
-        .to_string();
+    let q = query_param(&p)?;
     let t = time_param(&p, "time", now_ms())?;
     let limits = limits_for(&st, &p)?;
     let src = st.source.clone();
@@ -375,11 +369,7 @@ async fn query_range(
     body: Bytes,
 ) -> Result<Response, PromApiError> {
     let p = Params::parse(raw, &headers, &body)?;
-    let q = p
-        .get("query")
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| PromApiError::bad("invalid parameter \"query\": query is empty"))?
-        .to_string();
+    let q = query_param(&p)?;
     let start = p
         .get("start")
         .ok_or_else(|| PromApiError::bad("invalid parameter \"start\": missing"))

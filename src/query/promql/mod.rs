@@ -9,7 +9,7 @@
 //! This module must not touch storage engines or the `MetricStore` trait.
 
 mod eval;
-mod functions;
+pub(crate) mod functions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
