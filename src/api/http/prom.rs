@@ -495,6 +495,25 @@ async fn series(
     ))
 }
 
+/// The sorted, de-duplicated union of `f` over the `match[]` groups (one
+/// call without matchers when there are none).
+fn union_over_groups(
+    groups: &[Vec<LabelMatcher>],
+    f: impl Fn(&[LabelMatcher]) -> Result<Vec<String>, PromError>,
+) -> Result<Vec<String>, PromError> {
+    let mut out = Vec::new();
+    if groups.is_empty() {
+        out = f(&[])?;
+    } else {
+        for g in groups {
+            out.extend(f(g)?);
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 async fn labels(
     State(st): State<PromState>,
     RawQuery(raw): RawQuery,
@@ -507,20 +526,9 @@ async fn labels(
     let end = time_param(&p, "end", MAX_TIME)?;
     let limit = list_limit(&st, &p)?;
     let src = st.source.clone();
-    let mut names = blocking(move |_| {
-        let mut names = Vec::new();
-        if groups.is_empty() {
-            names = src.label_names(&[], start, end)?;
-        } else {
-            for g in &groups {
-                names.extend(src.label_names(g, start, end)?);
-            }
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
-    })
-    .await?;
+    let mut names =
+        blocking(move |_| union_over_groups(&groups, |g| Ok(src.label_names(g, start, end)?)))
+            .await?;
     let mut warnings = Vec::new();
     truncate(&mut names, limit, &mut warnings);
     Ok(success(json!(names), warnings))
@@ -542,17 +550,7 @@ async fn label_values(
     let limit = list_limit(&st, &p)?;
     let src = st.source.clone();
     let mut values = blocking(move |_| {
-        let mut values = Vec::new();
-        if groups.is_empty() {
-            values = src.label_values(&name, &[], start, end)?;
-        } else {
-            for g in &groups {
-                values.extend(src.label_values(&name, g, start, end)?);
-            }
-        }
-        values.sort();
-        values.dedup();
-        Ok(values)
+        union_over_groups(&groups, |g| Ok(src.label_values(&name, g, start, end)?))
     })
     .await?;
     let mut warnings = Vec::new();

@@ -534,16 +534,7 @@ impl Ctx<'_> {
         let grouping = |l: &Labels| -> Labels {
             match &a.modifier {
                 None => Vec::new(),
-                Some(LabelModifier::Include(ls)) => l
-                    .iter()
-                    .filter(|(k, _)| ls.labels.iter().any(|x| x == k))
-                    .cloned()
-                    .collect(),
-                Some(LabelModifier::Exclude(ls)) => l
-                    .iter()
-                    .filter(|(k, _)| k != METRIC_NAME && !ls.labels.iter().any(|x| x == k))
-                    .cloned()
-                    .collect(),
+                Some(m) => project(l, m),
             }
         };
         let scalar_param = |name: &str| -> Result<Vec<f64>, PromError> {
@@ -835,16 +826,7 @@ impl Ctx<'_> {
 
     fn signature(&self, b: &BinaryExpr, l: &Labels) -> Labels {
         match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
-            Some(LabelModifier::Include(ls)) => l
-                .iter()
-                .filter(|(k, _)| ls.labels.iter().any(|x| x == k))
-                .cloned()
-                .collect(),
-            Some(LabelModifier::Exclude(ls)) => l
-                .iter()
-                .filter(|(k, _)| k != METRIC_NAME && !ls.labels.iter().any(|x| x == k))
-                .cloned()
-                .collect(),
+            Some(m) => project(l, m),
             None => drop_name(l),
         }
     }
@@ -1165,4 +1147,21 @@ pub(crate) fn quantile(q: f64, v: &mut [f64]) -> f64 {
     let upper = (lower + 1.0).min(n - 1.0);
     let w = rank - lower;
     v[lower as usize] * (1.0 - w) + v[upper as usize] * w
+}
+
+/// The labels `by (...)`/`on (...)` keep, or those `without (...)`/
+/// `ignoring (...)` leave (the metric name never survives `without`).
+fn project(l: &Labels, m: &LabelModifier) -> Labels {
+    match m {
+        LabelModifier::Include(ls) => l
+            .iter()
+            .filter(|(k, _)| ls.labels.iter().any(|x| x == k))
+            .cloned()
+            .collect(),
+        LabelModifier::Exclude(ls) => l
+            .iter()
+            .filter(|(k, _)| k != METRIC_NAME && !ls.labels.iter().any(|x| x == k))
+            .cloned()
+            .collect(),
+    }
 }
