@@ -7,3 +7,4 @@ mod crash;
 mod otlp_grpc;
 mod otlp_http;
 mod python_sdk;
+mod traces;

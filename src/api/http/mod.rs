@@ -2,6 +2,7 @@
 //! receiver (`server.otlp_http_addr`).
 
 pub mod otlp;
+pub mod traces;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -20,6 +21,7 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .merge(traces::router())
         .fallback(not_found)
         .with_state(state)
 }

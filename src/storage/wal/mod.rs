@@ -511,10 +511,7 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 
 /// Scans and replays all segments, repairs a torn tail, and opens (or
 /// creates) the active segment. Returns the log and the next sequence number.
-fn recover(
-    dir: &Path,
-    replay: &mut format::ReplayFn<'_>,
-) -> Result<(SegmentLog, u64), WalError> {
+fn recover(dir: &Path, replay: &mut format::ReplayFn<'_>) -> Result<(SegmentLog, u64), WalError> {
     let found = list_segments(dir)?;
     let count = found.len();
     let mut closed = VecDeque::with_capacity(count);
