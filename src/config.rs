@@ -197,7 +197,43 @@ pub struct Config {
     pub server: ServerConfig,
     pub ingest: IngestConfig,
     pub wal: WalConfig,
+    pub traces: TracesConfig,
     pub log: LogConfig,
+}
+
+/// The trace store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// Traces older than this are deleted.
+    pub retention: HumanDuration,
+    /// Memtable size of each RocksDB column family.
+    pub write_buffer: ByteSize,
+    /// RocksDB block cache shared by the trace store's column families.
+    pub block_cache: ByteSize,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            retention: HumanDuration(Duration::from_secs(7 * 86_400)),
+            write_buffer: ByteSize(64 << 20),
+            block_cache: ByteSize(256 << 20),
+        }
+    }
+}
+
+impl TracesConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.retention.0 < Duration::from_secs(60) {
+            return bad("traces.retention must be at least 1m");
+        }
+        if self.write_buffer.0 < (1 << 20) {
+            return bad("traces.write_buffer must be at least 1MiB");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -282,6 +318,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             ingest: IngestConfig::default(),
             wal: WalConfig::default(),
+            traces: TracesConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -449,6 +486,7 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return bad("data_dir must not be empty".into());
         }
+        self.traces.validate()?;
         let i = &self.ingest;
         if i.max_body_bytes.0 < 1024 {
             return bad(format!(

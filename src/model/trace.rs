@@ -1,7 +1,7 @@
 use super::{Attributes, SharedResource, SharedScope, SpanId, TraceId};
 
 /// The role of a span in a trace (OTLP `SpanKind`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum SpanKind {
     #[default]
     Unspecified,

@@ -1,3 +1,4 @@
 //! Query engines over the storage traits: trace search, log search, PromQL.
 //! Nothing here knows HTTP types; `api` renders the results.
 pub mod promql;
+pub mod traces;

@@ -7,6 +7,7 @@
 
 pub mod memory;
 pub mod open;
+pub mod traces;
 pub mod wal;
 pub mod writer;
 
@@ -62,10 +63,38 @@ pub trait StoreLifecycle: Send + Sync + 'static {
     }
 }
 
+/// Spans, per-trace summaries and the aggregates derived from them at
+/// ingest (RED figures, service dependencies). Query types live in
+/// [`traces::types`]; search semantics are documented on
+/// [`traces::types::TraceSearch`].
 pub trait TraceStore: StoreLifecycle {
+    /// Stores spans; a span whose (trace id, span id) is already stored is
+    /// ignored, so summaries and aggregates count each span once.
     fn write(&self, seq: u64, spans: Vec<Span>) -> Result<(), StorageError>;
     /// Every stored span of one trace, in start-time order.
     fn trace(&self, id: &TraceId) -> Result<Vec<Span>, StorageError>;
+    /// The summary of one trace.
+    fn summary(&self, id: &TraceId) -> Result<Option<traces::TraceSummary>, StorageError>;
+    /// Traces with a span matching every filter, newest matching span first.
+    fn search(&self, q: &traces::TraceSearch) -> Result<traces::SearchOutcome, StorageError>;
+    /// Service names, sorted, at most `limit`.
+    fn services(&self, limit: usize) -> Result<Vec<String>, StorageError>;
+    /// Operations of a service, sorted, at most `limit`.
+    fn operations(
+        &self,
+        service: &str,
+        limit: usize,
+    ) -> Result<Vec<traces::OperationInfo>, StorageError>;
+    /// Caller → callee edges of spans starting in `[start_ns, end_ns)`,
+    /// summed over the range, sorted by caller then callee.
+    fn dependencies(
+        &self,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Result<Vec<traces::DependencyEdge>, StorageError>;
+    /// RED minute rows in the range, by service, minute, then operation
+    /// (service row first).
+    fn red(&self, q: &traces::RedQuery) -> Result<Vec<traces::RedRow>, StorageError>;
 }
 
 /// A bounded scan of log records.

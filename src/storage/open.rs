@@ -16,12 +16,16 @@ pub fn open_stores(cfg: &Config, telemetry: &Arc<Telemetry>) -> Result<Stores, S
     })
 }
 
-/// The trace store.
+/// The trace store: RocksDB under `data_dir/traces`.
 fn open_trace_store(
-    _cfg: &Config,
+    cfg: &Config,
     _telemetry: &Arc<Telemetry>,
 ) -> Result<Arc<dyn TraceStore>, StorageError> {
-    Ok(Arc::new(super::memory::MemoryTraceStore::default()))
+    let mut o = super::traces::TraceStoreOptions::new(cfg.data_dir.join("traces"));
+    o.retention = cfg.traces.retention.0;
+    o.write_buffer_bytes = cfg.traces.write_buffer.0 as usize;
+    o.block_cache_bytes = cfg.traces.block_cache.0 as usize;
+    Ok(Arc::new(super::traces::RocksTraceStore::open(&o)?))
 }
 
 /// The metrics store.

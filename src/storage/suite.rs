@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use super::traces::types::{OperationInfo, RedQuery, TraceSearch, MINUTE_NS};
 use super::{LogQuery, LogStore, MetricStore, TraceStore};
 use crate::model::*;
 
@@ -91,6 +92,275 @@ pub fn trace_store(store: &dyn TraceStore) {
     assert_eq!(t[0].service_name(), "a");
     assert_eq!(store.trace(&TraceId([2; 16])).unwrap().len(), 1);
     assert_eq!(store.stats().records, 3);
+    store.flush().unwrap();
+}
+
+/// Trace id byte of the sample's checkout trace (frontend → backend).
+pub const CHECKOUT: u8 = 0x11;
+/// Trace id byte of the sample's health-check trace (backend only).
+pub const HEALTH: u8 = 0x12;
+const MS: u64 = 1_000_000;
+
+/// Writes the sample used by [`trace_store_queries`]: a checkout trace
+/// (frontend server span → frontend client span → backend server span with
+/// an error) whose backend span arrives first, in its own batch, and again
+/// as a duplicate; and a health-check trace of the backend one second
+/// earlier, on a resource with `deployment.environment=prod`.
+pub fn write_sample(store: &dyn TraceStore, now: u64) {
+    let mut root = span(CHECKOUT, 1, now, "frontend");
+    root.name = "GET /checkout".into();
+    root.end_time_ns = now + 10 * MS;
+    root.attributes = vec![("http.route".into(), AnyValue::String("/checkout".into()))];
+    let mut client = span(CHECKOUT, 2, now + MS, "frontend");
+    client.name = "call backend".into();
+    client.kind = SpanKind::Client;
+    client.parent_span_id = Some(SpanId([1; 8]));
+    client.end_time_ns = now + 9 * MS;
+    let mut server = span(CHECKOUT, 3, now + 2 * MS, "backend");
+    server.name = "POST /charge".into();
+    server.parent_span_id = Some(SpanId([2; 8]));
+    server.end_time_ns = now + 7 * MS;
+    server.attributes = vec![("http.status_code".into(), AnyValue::Int(500))];
+    server.status = Status {
+        code: StatusCode::Error,
+        message: "declined".into(),
+    };
+    server.events = vec![SpanEvent {
+        time_ns: now + 3 * MS,
+        name: "exception".into(),
+        attributes: vec![(
+            "exception.type".into(),
+            AnyValue::String("ValueError".into()),
+        )],
+        dropped_attributes_count: 0,
+    }];
+    let mut health = span(HEALTH, 1, now - 1_000 * MS, "backend");
+    health.name = "GET /health".into();
+    health.end_time_ns = health.start_time_ns + MS;
+    health.resource = Arc::new(Resource {
+        attributes: vec![
+            ("service.name".into(), AnyValue::String("backend".into())),
+            (
+                "deployment.environment".into(),
+                AnyValue::String("prod".into()),
+            ),
+        ],
+        ..Default::default()
+    });
+    store.write(1, vec![server.clone(), health]).unwrap();
+    store.write(2, vec![root, client, server]).unwrap();
+}
+
+/// Checks everything the sample must answer.
+pub fn check_sample(store: &dyn TraceStore, now: u64) {
+    let checkout = TraceId([CHECKOUT; 16]);
+    let health = TraceId([HEALTH; 16]);
+    let t = store.trace(&checkout).unwrap();
+    assert_eq!(t.len(), 3, "the duplicate is stored once");
+    assert_eq!(t[0].parent_span_id, None);
+    assert_eq!(t[1].parent_span_id, Some(SpanId([1; 8])));
+    assert_eq!(t[2].parent_span_id, Some(SpanId([2; 8])));
+    assert_eq!(t[2].events[0].name, "exception");
+    assert_eq!(t[2].status.message, "declined");
+    assert_eq!(store.stats().records, 4);
+
+    let sum = store.summary(&checkout).unwrap().expect("summary");
+    assert_eq!(sum.root_service, "frontend");
+    assert_eq!(sum.root_name, "GET /checkout");
+    assert!(sum.root_known, "the root arrived after its descendant");
+    assert_eq!((sum.start_ns, sum.end_ns), (now, now + 10 * MS));
+    assert_eq!((sum.span_count, sum.error_count), (3, 1));
+    assert_eq!(
+        sum.services,
+        vec!["backend".to_string(), "frontend".to_string()]
+    );
+    assert_eq!(store.summary(&TraceId([0x99; 16])).unwrap(), None);
+
+    let base = TraceSearch {
+        start_ns: now - 3_600_000 * MS,
+        end_ns: now + 3_600_000 * MS,
+        limit: 20,
+        ..Default::default()
+    };
+    let search = |f: &dyn Fn(&mut TraceSearch)| {
+        let mut q = base.clone();
+        f(&mut q);
+        let out = store.search(&q).unwrap();
+        assert!(out.complete);
+        out.traces
+            .into_iter()
+            .map(|s| s.trace_id.0[0])
+            .collect::<Vec<_>>()
+    };
+    let backend = || Some("backend".to_string());
+    assert_eq!(search(&|_| {}), vec![CHECKOUT, HEALTH], "newest first");
+    assert_eq!(search(&|q| q.service = backend()), vec![CHECKOUT, HEALTH]);
+    assert_eq!(
+        search(&|q| q.service = Some("nope".into())),
+        Vec::<u8>::new()
+    );
+    assert_eq!(
+        search(&|q| {
+            q.service = backend();
+            q.operation = Some("GET /health".into())
+        }),
+        vec![HEALTH]
+    );
+    assert_eq!(
+        search(&|q| q.operation = Some("call backend".into())),
+        vec![CHECKOUT],
+        "operation without service"
+    );
+    assert_eq!(
+        search(&|q| q.attributes = vec![("http.status_code".into(), "500".into())]),
+        vec![CHECKOUT]
+    );
+    assert_eq!(
+        search(&|q| {
+            q.service = backend();
+            q.attributes = vec![("deployment.environment".into(), "prod".into())]
+        }),
+        vec![HEALTH],
+        "resource attribute with service"
+    );
+    assert_eq!(
+        search(&|q| q.attributes = vec![("deployment.environment".into(), "prod".into())]),
+        vec![HEALTH],
+        "resource attribute alone"
+    );
+    assert_eq!(
+        search(&|q| {
+            q.service = Some("frontend".into());
+            q.attributes = vec![("http.status_code".into(), "500".into())]
+        }),
+        Vec::<u8>::new(),
+        "filters apply to one span"
+    );
+    assert_eq!(
+        search(&|q| q.min_duration_ns = Some(6 * MS)),
+        vec![CHECKOUT]
+    );
+    assert_eq!(
+        search(&|q| {
+            q.service = backend();
+            q.min_duration_ns = Some(6 * MS)
+        }),
+        Vec::<u8>::new()
+    );
+    assert_eq!(
+        search(&|q| {
+            q.service = backend();
+            q.max_duration_ns = Some(2 * MS)
+        }),
+        vec![HEALTH]
+    );
+    assert_eq!(search(&|q| q.error_only = true), vec![CHECKOUT]);
+    assert_eq!(search(&|q| q.kind = Some(SpanKind::Client)), vec![CHECKOUT]);
+    assert_eq!(search(&|q| q.start_ns = now), vec![CHECKOUT]);
+    assert_eq!(search(&|q| q.end_ns = now), vec![HEALTH]);
+    assert_eq!(
+        search(&|q| {
+            q.service = backend();
+            q.limit = 1
+        }),
+        vec![CHECKOUT]
+    );
+    let found = store
+        .search(&TraceSearch {
+            service: backend(),
+            ..base.clone()
+        })
+        .unwrap();
+    assert_eq!(found.traces[1].trace_id, health);
+    assert_eq!(found.traces[1].span_count, 1);
+
+    assert_eq!(
+        store.services(10).unwrap(),
+        vec!["backend".to_string(), "frontend".to_string()]
+    );
+    assert_eq!(store.services(1).unwrap().len(), 1);
+    assert_eq!(
+        store.operations("frontend", 10).unwrap(),
+        vec![
+            OperationInfo {
+                name: "GET /checkout".into(),
+                kind: SpanKind::Server
+            },
+            OperationInfo {
+                name: "call backend".into(),
+                kind: SpanKind::Client
+            },
+        ]
+    );
+    assert!(store.operations("nope", 10).unwrap().is_empty());
+
+    let deps = store
+        .dependencies(now - 10 * MINUTE_NS, now + 10 * MINUTE_NS)
+        .unwrap();
+    assert_eq!(deps.len(), 1, "{deps:?}");
+    assert_eq!(
+        (deps[0].caller.as_str(), deps[0].callee.as_str()),
+        ("frontend", "backend")
+    );
+    assert_eq!((deps[0].calls, deps[0].errors), (1, 1));
+    assert!(store
+        .dependencies(now + 10 * MINUTE_NS, now + 20 * MINUTE_NS)
+        .unwrap()
+        .is_empty());
+
+    let rows = store
+        .red(&RedQuery {
+            service: Some("backend".into()),
+            start_ns: now - 10 * MINUTE_NS,
+            end_ns: now + 10 * MINUTE_NS,
+            max_rows: 1000,
+        })
+        .unwrap();
+    let total = |op: Option<&str>| {
+        rows.iter()
+            .filter(|r| r.operation.as_deref() == op)
+            .fold((0, 0, 0), |(c, e, n), r| {
+                (c + r.agg.count, e + r.agg.errors, n + r.agg.hist.count())
+            })
+    };
+    assert!(rows.iter().all(|r| r.service == "backend"));
+    assert_eq!(total(None), (2, 1, 2), "service row: both server spans");
+    assert_eq!(total(Some("POST /charge")), (1, 1, 1));
+    assert_eq!(total(Some("GET /health")), (1, 0, 1));
+    let charge = rows
+        .iter()
+        .find(|r| r.operation.as_deref() == Some("POST /charge"))
+        .unwrap();
+    assert_eq!(charge.agg.sum_ns, 5 * MS);
+    let p50 = charge.agg.hist.quantile(0.5).unwrap() as f64;
+    assert!((p50 - 5e6).abs() / 5e6 < 0.07, "{p50}");
+    let all = store
+        .red(&RedQuery {
+            service: None,
+            start_ns: now - 10 * MINUTE_NS,
+            end_ns: now + 10 * MINUTE_NS,
+            max_rows: 1000,
+        })
+        .unwrap();
+    let frontend: u64 = all
+        .iter()
+        .filter(|r| r.service == "frontend" && r.operation.is_none())
+        .map(|r| r.agg.count)
+        .sum();
+    assert_eq!(frontend, 1, "client spans are not requests of the service");
+    assert!(all
+        .iter()
+        .any(|r| r.operation.as_deref() == Some("call backend")));
+}
+
+/// Search, summaries, services, operations, dependencies and RED figures.
+pub fn trace_store_queries(store: &dyn TraceStore) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    write_sample(store, now);
+    check_sample(store, now);
     store.flush().unwrap();
 }
 

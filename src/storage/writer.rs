@@ -354,6 +354,41 @@ mod tests {
         ) -> Result<Vec<crate::model::Span>, StorageError> {
             self.inner.trace(id)
         }
+        fn summary(
+            &self,
+            id: &crate::model::TraceId,
+        ) -> Result<Option<crate::storage::traces::TraceSummary>, StorageError> {
+            self.inner.summary(id)
+        }
+        fn search(
+            &self,
+            q: &crate::storage::traces::TraceSearch,
+        ) -> Result<crate::storage::traces::SearchOutcome, StorageError> {
+            self.inner.search(q)
+        }
+        fn services(&self, limit: usize) -> Result<Vec<String>, StorageError> {
+            self.inner.services(limit)
+        }
+        fn operations(
+            &self,
+            service: &str,
+            limit: usize,
+        ) -> Result<Vec<crate::storage::traces::OperationInfo>, StorageError> {
+            self.inner.operations(service, limit)
+        }
+        fn dependencies(
+            &self,
+            start_ns: u64,
+            end_ns: u64,
+        ) -> Result<Vec<crate::storage::traces::DependencyEdge>, StorageError> {
+            self.inner.dependencies(start_ns, end_ns)
+        }
+        fn red(
+            &self,
+            q: &crate::storage::traces::RedQuery,
+        ) -> Result<Vec<crate::storage::traces::RedRow>, StorageError> {
+            self.inner.red(q)
+        }
     }
 
     fn wait_for(cond: impl Fn() -> bool) {

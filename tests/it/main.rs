@@ -9,3 +9,4 @@ mod otlp_grpc;
 mod otlp_http;
 mod promql_api;
 mod python_sdk;
+mod traces;

@@ -3,6 +3,7 @@
 
 pub mod otlp;
 pub mod prom;
+pub mod traces;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -21,6 +22,7 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .merge(traces::router())
         .fallback(not_found)
         .with_state(state)
 }

@@ -2,18 +2,33 @@
 //! used by tests and until a persistent store exists for a signal. Nothing
 //! here is durable: `durable_seq` is always 0, so the WAL keeps everything.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use parking_lot::RwLock;
 
+use super::traces::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
+use super::traces::types::{
+    minute_of, Agg, DependencyEdge, OperationInfo, RedQuery, RedRow, SearchOutcome, TraceSearch,
+    TraceSummary,
+};
 use super::{
     LogQuery, LogStore, MetricStore, StorageError, StoreLifecycle, StoreStats, TraceStore,
 };
-use crate::model::{LogRecord, Metric, Span, TraceId};
+use crate::model::{LogRecord, Metric, Span, SpanId, SpanKind, TraceId};
+
+/// Everything the memory trace store holds.
+#[derive(Default)]
+struct TraceState {
+    traces: HashMap<TraceId, Vec<Span>>,
+    summaries: HashMap<TraceId, TraceSummary>,
+    red: BTreeMap<(String, u64, Option<String>), Agg>,
+    deps: BTreeMap<(u64, String, String), (u64, u64)>,
+    operations: BTreeMap<String, BTreeSet<(String, i32)>>,
+}
 
 #[derive(Default)]
 pub struct MemoryTraceStore {
-    traces: RwLock<HashMap<TraceId, Vec<Span>>>,
+    state: RwLock<TraceState>,
     count: std::sync::atomic::AtomicU64,
 }
 
@@ -34,19 +49,184 @@ impl StoreLifecycle for MemoryTraceStore {
 
 impl TraceStore for MemoryTraceStore {
     fn write(&self, _seq: u64, spans: Vec<Span>) -> Result<(), StorageError> {
-        let mut map = self.traces.write();
-        self.count
-            .fetch_add(spans.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        for s in spans {
-            map.entry(s.trace_id).or_default().push(s);
+        let mut st = self.state.write();
+        let mut order: Vec<TraceId> = Vec::new();
+        let mut groups: HashMap<TraceId, Vec<&Span>> = HashMap::new();
+        for s in &spans {
+            groups
+                .entry(s.trace_id)
+                .or_insert_with(|| {
+                    order.push(s.trace_id);
+                    Vec::new()
+                })
+                .push(s);
+        }
+        let (mut red, mut deps) = (RedDelta::new(), DepDelta::new());
+        for tid in order {
+            let group = &groups[&tid];
+            let stored: Vec<StoredSpan> = st
+                .traces
+                .get(&tid)
+                .map(|v| {
+                    v.iter()
+                        .map(|s| StoredSpan {
+                            span_id: s.span_id,
+                            parent: s.parent_span_id,
+                            service: s.service_name().to_string(),
+                            start_ns: s.start_time_ns,
+                            error: s.is_error(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let prev = st.summaries.get(&tid).cloned();
+            let (accepted, summary) = plan_trace(tid, prev, &stored, group, &mut red, &mut deps);
+            if accepted.is_empty() {
+                continue;
+            }
+            st.summaries.insert(tid, summary);
+            self.count
+                .fetch_add(accepted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            for i in accepted {
+                let s = group[i];
+                st.operations
+                    .entry(s.service_name().to_string())
+                    .or_default()
+                    .insert((s.name.clone(), s.kind.as_i32()));
+                st.traces.entry(tid).or_default().push(s.clone());
+            }
+        }
+        for (k, a) in red {
+            st.red.entry(k).or_default().merge(&a);
+        }
+        for (k, (c, e)) in deps {
+            let d = st.deps.entry(k).or_default();
+            d.0 += c;
+            d.1 += e;
         }
         Ok(())
     }
 
     fn trace(&self, id: &TraceId) -> Result<Vec<Span>, StorageError> {
-        let mut spans = self.traces.read().get(id).cloned().unwrap_or_default();
+        let mut spans = self
+            .state
+            .read()
+            .traces
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
         spans.sort_by_key(|s| (s.start_time_ns, s.span_id));
         Ok(spans)
+    }
+
+    fn summary(&self, id: &TraceId) -> Result<Option<TraceSummary>, StorageError> {
+        Ok(self.state.read().summaries.get(id).cloned())
+    }
+
+    fn search(&self, q: &TraceSearch) -> Result<SearchOutcome, StorageError> {
+        let st = self.state.read();
+        // (latest matching start, trace id, span id): the order of the index scan.
+        let mut hits: Vec<(u64, TraceId, SpanId)> = Vec::new();
+        for (tid, spans) in &st.traces {
+            let best = spans
+                .iter()
+                .filter(|s| q.matches(s))
+                .map(|s| (s.start_time_ns, s.span_id))
+                .max();
+            if let Some((start, sid)) = best {
+                hits.push((start, *tid, sid));
+            }
+        }
+        hits.sort_by(|a, b| b.cmp(a));
+        let traces = hits
+            .into_iter()
+            .take(q.limit)
+            .filter_map(|(_, t, _)| st.summaries.get(&t).cloned())
+            .collect();
+        Ok(SearchOutcome {
+            traces,
+            complete: true,
+        })
+    }
+
+    fn services(&self, limit: usize) -> Result<Vec<String>, StorageError> {
+        Ok(self
+            .state
+            .read()
+            .operations
+            .keys()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn operations(&self, service: &str, limit: usize) -> Result<Vec<OperationInfo>, StorageError> {
+        Ok(self
+            .state
+            .read()
+            .operations
+            .get(service)
+            .map(|ops| {
+                ops.iter()
+                    .take(limit)
+                    .map(|(name, kind)| OperationInfo {
+                        name: name.clone(),
+                        kind: SpanKind::from_i32(*kind),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    fn dependencies(
+        &self,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Result<Vec<DependencyEdge>, StorageError> {
+        if end_ns <= start_ns {
+            return Ok(vec![]);
+        }
+        let (first, last) = (minute_of(start_ns), minute_of(end_ns - 1));
+        let mut edges: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        for ((m, caller, callee), (c, e)) in &self.state.read().deps {
+            if (first..=last).contains(m) {
+                let d = edges.entry((caller.clone(), callee.clone())).or_default();
+                d.0 += c;
+                d.1 += e;
+            }
+        }
+        Ok(edges
+            .into_iter()
+            .map(|((caller, callee), (calls, errors))| DependencyEdge {
+                caller,
+                callee,
+                calls,
+                errors,
+            })
+            .collect())
+    }
+
+    fn red(&self, q: &RedQuery) -> Result<Vec<RedRow>, StorageError> {
+        if q.end_ns <= q.start_ns {
+            return Ok(vec![]);
+        }
+        let (first, last) = (minute_of(q.start_ns), minute_of(q.end_ns - 1));
+        Ok(self
+            .state
+            .read()
+            .red
+            .iter()
+            .filter(|((svc, m, _), _)| {
+                (first..=last).contains(m) && q.service.as_deref().is_none_or(|s| s == svc)
+            })
+            .take(q.max_rows)
+            .map(|((service, minute, operation), agg)| RedRow {
+                service: service.clone(),
+                operation: operation.clone(),
+                minute: *minute,
+                agg: agg.clone(),
+            })
+            .collect())
     }
 }
 
@@ -136,6 +316,7 @@ mod tests {
     #[test]
     fn memory_trace_store_passes_suite() {
         crate::storage::suite::trace_store(&MemoryTraceStore::default());
+        crate::storage::suite::trace_store_queries(&MemoryTraceStore::default());
     }
 
     #[test]

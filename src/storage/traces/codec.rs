@@ -1,0 +1,844 @@
+//! Binary encodings of the trace store: span records (resource and scope
+//! referenced by id), resources, scopes, trace summaries, RED aggregates,
+//! and the index keys. Engine-free, so it is tested on its own.
+//!
+//! Span record layout (all integers LEB128 varints unless noted):
+//! `start_ns u64 LE | duration | has_parent u8 [parent 8 B] | kind u8 |
+//! status u8 | resource id | scope id | name | status message | trace_state
+//! | flags | attributes | dropped | events | dropped | links | dropped`.
+//! The start time leads so that the retention filter reads it without
+//! decoding; the head (through the scope id) is decodable on its own.
+//!
+//! Index keys end in `start_ns u64 BE | trace id | span id` (32 bytes), so
+//! the time and ids are read from the end whatever the prefix holds.
+
+use std::sync::Arc;
+
+use super::types::{Agg, Histogram, TraceSummary};
+use crate::model::{
+    AnyValue, Attributes, Resource, Scope, Span, SpanEvent, SpanId, SpanKind, SpanLink, Status,
+    StatusCode, TraceId,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt trace store record: {0}")]
+pub struct CodecError(pub &'static str);
+
+/// Deepest attribute value nesting decoded.
+const MAX_DEPTH: usize = 64;
+
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// A cursor over an encoded record.
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    pub fn u8(&mut self) -> Result<u8, CodecError> {
+        let b = *self.buf.get(self.pos).ok_or(CodecError("truncated"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn fixed<const N: usize>(&mut self) -> Result<[u8; N], CodecError> {
+        let s = self
+            .buf
+            .get(self.pos..self.pos + N)
+            .ok_or(CodecError("truncated"))?;
+        self.pos += N;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    pub fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(CodecError("varint too long"))
+    }
+
+    fn len(&mut self) -> Result<usize, CodecError> {
+        let n = self.varint()? as usize;
+        if n > self.buf.len() - self.pos.min(self.buf.len()) {
+            return Err(CodecError("length past the end"));
+        }
+        Ok(n)
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = self.len()?;
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    pub fn string(&mut self) -> Result<String, CodecError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| CodecError("invalid utf-8"))
+    }
+
+    /// A count of items that each take at least one byte.
+    fn count(&mut self) -> Result<usize, CodecError> {
+        self.len()
+    }
+}
+
+pub fn put_value(out: &mut Vec<u8>, v: &AnyValue) {
+    match v {
+        AnyValue::Empty => out.push(0),
+        AnyValue::String(s) => {
+            out.push(1);
+            put_bytes(out, s.as_bytes());
+        }
+        AnyValue::Bool(b) => out.push(if *b { 3 } else { 2 }),
+        AnyValue::Int(i) => {
+            out.push(4);
+            put_varint(out, zigzag(*i));
+        }
+        AnyValue::Double(d) => {
+            out.push(5);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        AnyValue::Bytes(b) => {
+            out.push(6);
+            put_bytes(out, b);
+        }
+        AnyValue::Array(items) => {
+            out.push(7);
+            put_varint(out, items.len() as u64);
+            for i in items {
+                put_value(out, i);
+            }
+        }
+        AnyValue::Map(items) => {
+            out.push(8);
+            put_attrs(out, items);
+        }
+    }
+}
+
+fn value(r: &mut Reader<'_>, depth: usize) -> Result<AnyValue, CodecError> {
+    if depth > MAX_DEPTH {
+        return Err(CodecError("value nested too deep"));
+    }
+    Ok(match r.u8()? {
+        0 => AnyValue::Empty,
+        1 => AnyValue::String(r.string()?),
+        2 => AnyValue::Bool(false),
+        3 => AnyValue::Bool(true),
+        4 => AnyValue::Int(unzigzag(r.varint()?)),
+        5 => AnyValue::Double(f64::from_le_bytes(r.fixed()?)),
+        6 => AnyValue::Bytes(r.bytes()?.to_vec()),
+        7 => {
+            let n = r.count()?;
+            let mut items = Vec::with_capacity(n);
+            for _ in 0..n {
+                items.push(value(r, depth + 1)?);
+            }
+            AnyValue::Array(items)
+        }
+        8 => AnyValue::Map(attrs_at(r, depth + 1)?),
+        _ => return Err(CodecError("unknown value tag")),
+    })
+}
+
+pub fn put_attrs(out: &mut Vec<u8>, attrs: &[(String, AnyValue)]) {
+    put_varint(out, attrs.len() as u64);
+    for (k, v) in attrs {
+        put_bytes(out, k.as_bytes());
+        put_value(out, v);
+    }
+}
+
+fn attrs_at(r: &mut Reader<'_>, depth: usize) -> Result<Attributes, CodecError> {
+    let n = r.count()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let k = r.string()?;
+        out.push((k, value(r, depth)?));
+    }
+    Ok(out)
+}
+
+pub fn attrs(r: &mut Reader<'_>) -> Result<Attributes, CodecError> {
+    attrs_at(r, 0)
+}
+
+pub fn encode_resource(res: &Resource) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_attrs(&mut out, &res.attributes);
+    put_varint(&mut out, u64::from(res.dropped_attributes_count));
+    put_bytes(&mut out, res.schema_url.as_bytes());
+    out
+}
+
+pub fn decode_resource(b: &[u8]) -> Result<Resource, CodecError> {
+    let mut r = Reader::new(b);
+    Ok(Resource {
+        attributes: attrs(&mut r)?,
+        dropped_attributes_count: r.varint()? as u32,
+        schema_url: r.string()?,
+    })
+}
+
+pub fn encode_scope(s: &Scope) -> Vec<u8> {
+    let mut out = Vec::new();
+    put_bytes(&mut out, s.name.as_bytes());
+    put_bytes(&mut out, s.version.as_bytes());
+    put_attrs(&mut out, &s.attributes);
+    put_varint(&mut out, u64::from(s.dropped_attributes_count));
+    put_bytes(&mut out, s.schema_url.as_bytes());
+    out
+}
+
+pub fn decode_scope(b: &[u8]) -> Result<Scope, CodecError> {
+    let mut r = Reader::new(b);
+    Ok(Scope {
+        name: r.string()?,
+        version: r.string()?,
+        attributes: attrs(&mut r)?,
+        dropped_attributes_count: r.varint()? as u32,
+        schema_url: r.string()?,
+    })
+}
+
+fn kind_from_u8(k: u8) -> SpanKind {
+    SpanKind::from_i32(i32::from(k))
+}
+
+/// The leading fields of a span record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanHead {
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub parent: Option<SpanId>,
+    pub kind: SpanKind,
+    pub status: StatusCode,
+    pub resource_id: u64,
+    pub scope_id: u64,
+}
+
+impl SpanHead {
+    pub fn is_error(&self) -> bool {
+        self.status == StatusCode::Error
+    }
+}
+
+/// Encodes a span whose resource and scope were interned as the given ids.
+pub fn encode_span(span: &Span, resource_id: u64, scope_id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&span.start_time_ns.to_le_bytes());
+    put_varint(&mut out, span.duration_ns());
+    match span.parent_span_id {
+        Some(p) => {
+            out.push(1);
+            out.extend_from_slice(&p.0);
+        }
+        None => out.push(0),
+    }
+    out.push(span.kind.as_i32() as u8);
+    out.push(span.status.code.as_i32() as u8);
+    put_varint(&mut out, resource_id);
+    put_varint(&mut out, scope_id);
+    put_bytes(&mut out, span.name.as_bytes());
+    put_bytes(&mut out, span.status.message.as_bytes());
+    put_bytes(&mut out, span.trace_state.as_bytes());
+    put_varint(&mut out, u64::from(span.flags));
+    put_attrs(&mut out, &span.attributes);
+    put_varint(&mut out, u64::from(span.dropped_attributes_count));
+    put_varint(&mut out, span.events.len() as u64);
+    for e in &span.events {
+        put_varint(
+            &mut out,
+            zigzag((e.time_ns as i64).wrapping_sub(span.start_time_ns as i64)),
+        );
+        put_bytes(&mut out, e.name.as_bytes());
+        put_attrs(&mut out, &e.attributes);
+        put_varint(&mut out, u64::from(e.dropped_attributes_count));
+    }
+    put_varint(&mut out, u64::from(span.dropped_events_count));
+    put_varint(&mut out, span.links.len() as u64);
+    for l in &span.links {
+        out.extend_from_slice(&l.trace_id.0);
+        out.extend_from_slice(&l.span_id.0);
+        put_bytes(&mut out, l.trace_state.as_bytes());
+        put_attrs(&mut out, &l.attributes);
+        put_varint(&mut out, u64::from(l.dropped_attributes_count));
+        put_varint(&mut out, u64::from(l.flags));
+    }
+    put_varint(&mut out, u64::from(span.dropped_links_count));
+    out
+}
+
+fn head(r: &mut Reader<'_>) -> Result<SpanHead, CodecError> {
+    let start_ns = u64::from_le_bytes(r.fixed()?);
+    let duration_ns = r.varint()?;
+    let parent = match r.u8()? {
+        0 => None,
+        1 => Some(SpanId(r.fixed()?)),
+        _ => return Err(CodecError("bad parent flag")),
+    };
+    Ok(SpanHead {
+        start_ns,
+        duration_ns,
+        parent,
+        kind: kind_from_u8(r.u8()?),
+        status: StatusCode::from_i32(i32::from(r.u8()?)),
+        resource_id: r.varint()?,
+        scope_id: r.varint()?,
+    })
+}
+
+/// Decodes only the head of a span record.
+pub fn decode_span_head(b: &[u8]) -> Result<SpanHead, CodecError> {
+    head(&mut Reader::new(b))
+}
+
+/// The start time of a span record (the retention filter's view).
+pub fn span_start(b: &[u8]) -> Option<u64> {
+    b.get(..8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
+/// Decodes a span record; `lookup` resolves resource and scope ids.
+pub fn decode_span(
+    trace_id: TraceId,
+    span_id: SpanId,
+    b: &[u8],
+    resource: impl FnOnce(u64) -> Option<Arc<Resource>>,
+    scope: impl FnOnce(u64) -> Option<Arc<Scope>>,
+) -> Result<Span, CodecError> {
+    let mut r = Reader::new(b);
+    let h = head(&mut r)?;
+    let name = r.string()?;
+    let message = r.string()?;
+    let trace_state = r.string()?;
+    let flags = r.varint()? as u32;
+    let attributes = attrs(&mut r)?;
+    let dropped_attributes_count = r.varint()? as u32;
+    let n = r.count()?;
+    let mut events = Vec::with_capacity(n);
+    for _ in 0..n {
+        let delta = unzigzag(r.varint()?);
+        events.push(SpanEvent {
+            time_ns: (h.start_ns as i64).wrapping_add(delta) as u64,
+            name: r.string()?,
+            attributes: attrs(&mut r)?,
+            dropped_attributes_count: r.varint()? as u32,
+        });
+    }
+    let dropped_events_count = r.varint()? as u32;
+    let n = r.count()?;
+    let mut links = Vec::with_capacity(n);
+    for _ in 0..n {
+        links.push(SpanLink {
+            trace_id: TraceId(r.fixed()?),
+            span_id: SpanId(r.fixed()?),
+            trace_state: r.string()?,
+            attributes: attrs(&mut r)?,
+            dropped_attributes_count: r.varint()? as u32,
+            flags: r.varint()? as u32,
+        });
+    }
+    let dropped_links_count = r.varint()? as u32;
+    Ok(Span {
+        resource: resource(h.resource_id).ok_or(CodecError("unknown resource id"))?,
+        scope: scope(h.scope_id).ok_or(CodecError("unknown scope id"))?,
+        trace_id,
+        span_id,
+        parent_span_id: h.parent,
+        trace_state,
+        flags,
+        name,
+        kind: h.kind,
+        start_time_ns: h.start_ns,
+        end_time_ns: h.start_ns.saturating_add(h.duration_ns),
+        attributes,
+        dropped_attributes_count,
+        events,
+        dropped_events_count,
+        links,
+        dropped_links_count,
+        status: Status {
+            code: h.status,
+            message,
+        },
+    })
+}
+
+pub fn encode_summary(s: &TraceSummary) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    // End first: the retention filter reads it.
+    out.extend_from_slice(&s.end_ns.to_le_bytes());
+    put_varint(&mut out, s.end_ns.saturating_sub(s.start_ns));
+    put_bytes(&mut out, s.root_service.as_bytes());
+    put_bytes(&mut out, s.root_name.as_bytes());
+    out.push(u8::from(s.root_known));
+    put_varint(&mut out, s.root_start_ns.saturating_sub(s.start_ns));
+    put_varint(&mut out, s.span_count);
+    put_varint(&mut out, s.error_count);
+    put_varint(&mut out, s.services.len() as u64);
+    for svc in &s.services {
+        put_bytes(&mut out, svc.as_bytes());
+    }
+    out
+}
+
+pub fn decode_summary(trace_id: TraceId, b: &[u8]) -> Result<TraceSummary, CodecError> {
+    let mut r = Reader::new(b);
+    let end_ns = u64::from_le_bytes(r.fixed()?);
+    let start_ns = end_ns.saturating_sub(r.varint()?);
+    let root_service = r.string()?;
+    let root_name = r.string()?;
+    let root_known = r.u8()? == 1;
+    let root_start_ns = start_ns.saturating_add(r.varint()?);
+    let span_count = r.varint()?;
+    let error_count = r.varint()?;
+    let n = r.count()?;
+    let mut services = Vec::with_capacity(n);
+    for _ in 0..n {
+        services.push(r.string()?);
+    }
+    Ok(TraceSummary {
+        trace_id,
+        root_service,
+        root_name,
+        root_known,
+        root_start_ns,
+        start_ns,
+        end_ns,
+        span_count,
+        error_count,
+        services,
+    })
+}
+
+/// The end time of a summary record (the retention filter's view).
+pub fn summary_end(b: &[u8]) -> Option<u64> {
+    span_start(b)
+}
+
+pub fn encode_agg(a: &Agg) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + a.hist.buckets.len() * 3);
+    put_varint(&mut out, a.count);
+    put_varint(&mut out, a.errors);
+    put_varint(&mut out, a.sum_ns);
+    put_varint(&mut out, a.hist.buckets.len() as u64);
+    let mut prev = 0u64;
+    for (&idx, &n) in &a.hist.buckets {
+        put_varint(&mut out, u64::from(idx) - prev);
+        put_varint(&mut out, n);
+        prev = u64::from(idx);
+    }
+    out
+}
+
+pub fn decode_agg(b: &[u8]) -> Result<Agg, CodecError> {
+    let mut r = Reader::new(b);
+    let count = r.varint()?;
+    let errors = r.varint()?;
+    let sum_ns = r.varint()?;
+    let n = r.count()?;
+    let mut hist = Histogram::default();
+    let mut idx = 0u64;
+    for _ in 0..n {
+        idx += r.varint()?;
+        let idx16 = u16::try_from(idx).map_err(|_| CodecError("histogram bucket out of range"))?;
+        hist.buckets.insert(idx16, r.varint()?);
+    }
+    Ok(Agg {
+        count,
+        errors,
+        sum_ns,
+        hist,
+    })
+}
+
+/// Index key prefixes (first byte of keys in the index column family).
+pub mod prefix {
+    /// `S service 0 | suffix` → duration, kind, error.
+    pub const SERVICE: u8 = b'S';
+    /// `O service 0 operation 0 | suffix` → duration, kind, error.
+    pub const OPERATION: u8 = b'O';
+    /// `A key 0 value 0 | suffix` (span attributes) → duration, kind, error.
+    pub const ATTRIBUTE: u8 = b'A';
+    /// `T | suffix` → duration, kind, error.
+    pub const TIME: u8 = b'T';
+}
+
+/// Length of the `start | trace | span` suffix of index keys.
+pub const SUFFIX_LEN: usize = 8 + 16 + 8;
+
+/// An index key prefix: the tag byte, then each part followed by a 0 byte.
+pub fn index_prefix(tag: u8, parts: &[&str]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
+    k.push(tag);
+    for p in parts {
+        k.extend_from_slice(p.as_bytes());
+        k.push(0);
+    }
+    k
+}
+
+/// Appends the `start | trace | span` suffix.
+pub fn index_key(prefix: &[u8], start_ns: u64, trace: &TraceId, span: &SpanId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + SUFFIX_LEN);
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(&start_ns.to_be_bytes());
+    k.extend_from_slice(&trace.0);
+    k.extend_from_slice(&span.0);
+    k
+}
+
+/// Reads the `start | trace | span` suffix of an index key.
+pub fn index_suffix(key: &[u8]) -> Option<(u64, TraceId, SpanId)> {
+    let s = key.len().checked_sub(SUFFIX_LEN).map(|i| &key[i..])?;
+    let start = u64::from_be_bytes(s[..8].try_into().ok()?);
+    let trace = TraceId(s[8..24].try_into().ok()?);
+    let span = SpanId(s[24..].try_into().ok()?);
+    Some((start, trace, span))
+}
+
+/// The value of an index entry: duration, kind and error flag.
+pub fn index_value(duration_ns: u64, kind: SpanKind, error: bool) -> Vec<u8> {
+    let mut v = Vec::with_capacity(10);
+    v.push(kind.as_i32() as u8 | if error { 0x80 } else { 0 });
+    put_varint(&mut v, duration_ns);
+    v
+}
+
+pub fn decode_index_value(b: &[u8]) -> Result<(u64, SpanKind, bool), CodecError> {
+    let mut r = Reader::new(b);
+    let flags = r.u8()?;
+    Ok((r.varint()?, kind_from_u8(flags & 0x7f), flags & 0x80 != 0))
+}
+
+/// Key of a span record: trace id then span id, so a trace is one prefix.
+pub fn span_key(trace: &TraceId, span: &SpanId) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..16].copy_from_slice(&trace.0);
+    k[16..].copy_from_slice(&span.0);
+    k
+}
+
+/// Key of a RED row: `service 0 minute(u32 BE) tag [operation]`, tag 0 for
+/// the service row and 1 for an operation row.
+pub fn red_key(service: &str, minute: u64, operation: Option<&str>) -> Vec<u8> {
+    let mut k = Vec::with_capacity(service.len() + 6 + operation.map_or(0, str::len));
+    k.extend_from_slice(service.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&(minute as u32).to_be_bytes());
+    match operation {
+        None => k.push(0),
+        Some(op) => {
+            k.push(1);
+            k.extend_from_slice(op.as_bytes());
+        }
+    }
+    k
+}
+
+/// Parses a RED key into service, minute and operation.
+pub fn parse_red_key(k: &[u8]) -> Option<(String, u64, Option<String>)> {
+    let z = k.iter().position(|&b| b == 0)?;
+    let service = String::from_utf8(k[..z].to_vec()).ok()?;
+    let rest = &k[z + 1..];
+    let minute = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let op = match *rest.get(4)? {
+        0 => None,
+        _ => Some(String::from_utf8(rest[5..].to_vec()).ok()?),
+    };
+    Some((service, u64::from(minute), op))
+}
+
+/// Key of a dependency row: `minute(u32 BE) caller 0 callee`.
+pub fn dep_key(minute: u64, caller: &str, callee: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(5 + caller.len() + callee.len());
+    k.extend_from_slice(&(minute as u32).to_be_bytes());
+    k.extend_from_slice(caller.as_bytes());
+    k.push(0);
+    k.extend_from_slice(callee.as_bytes());
+    k
+}
+
+pub fn parse_dep_key(k: &[u8]) -> Option<(u64, String, String)> {
+    let minute = u32::from_be_bytes(k.get(..4)?.try_into().ok()?);
+    let rest = &k[4..];
+    let z = rest.iter().position(|&b| b == 0)?;
+    Some((
+        u64::from(minute),
+        String::from_utf8(rest[..z].to_vec()).ok()?,
+        String::from_utf8(rest[z + 1..].to_vec()).ok()?,
+    ))
+}
+
+/// The minute a RED or dependency key belongs to (the retention filter's view).
+pub fn stats_key_minute(k: &[u8]) -> Option<u64> {
+    if k.first() == Some(&b'D') {
+        return k
+            .get(1..5)
+            .and_then(|s| s.try_into().ok())
+            .map(|b| u64::from(u32::from_be_bytes(b)));
+    }
+    // `R service 0 minute ...`
+    let rest = k.get(1..)?;
+    let z = rest.iter().position(|&b| b == 0)?;
+    rest.get(z + 1..z + 5)
+        .and_then(|s| s.try_into().ok())
+        .map(|b| u64::from(u32::from_be_bytes(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_value() -> impl Strategy<Value = AnyValue> {
+        let leaf = prop_oneof![
+            Just(AnyValue::Empty),
+            ".{0,12}".prop_map(AnyValue::String),
+            any::<bool>().prop_map(AnyValue::Bool),
+            any::<i64>().prop_map(AnyValue::Int),
+            any::<f64>()
+                .prop_filter("NaN never equals itself", |d| !d.is_nan())
+                .prop_map(AnyValue::Double),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(AnyValue::Bytes),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(AnyValue::Array),
+                proptest::collection::vec((".{0,6}", inner), 0..4).prop_map(AnyValue::Map),
+            ]
+        })
+    }
+
+    fn span_strategy() -> impl Strategy<Value = Span> {
+        (
+            (
+                proptest::array::uniform16(1u8..),
+                proptest::array::uniform8(1u8..),
+                proptest::option::of(proptest::array::uniform8(1u8..)),
+                ".{0,20}",
+                0i32..6,
+                0i32..3,
+                0u64..(u64::MAX / 2),
+                0u64..(1 << 40),
+            ),
+            (
+                proptest::collection::vec((".{0,10}", any_value()), 0..6),
+                proptest::collection::vec(
+                    (
+                        -1_000_000i64..1_000_000,
+                        ".{0,8}",
+                        proptest::collection::vec((".{0,6}", any_value()), 0..3),
+                    ),
+                    0..3,
+                ),
+                proptest::collection::vec(
+                    (
+                        proptest::array::uniform16(1u8..),
+                        proptest::array::uniform8(1u8..),
+                    ),
+                    0..2,
+                ),
+                ".{0,8}",
+                any::<u32>(),
+            ),
+        )
+            .prop_map(
+                |(
+                    (t, s, p, name, kind, status, start, dur),
+                    (attrs, events, links, msg, dropped),
+                )| Span {
+                    resource: Arc::new(Resource::default()),
+                    scope: Arc::new(Scope::default()),
+                    trace_id: TraceId(t),
+                    span_id: SpanId(s),
+                    parent_span_id: p.map(SpanId),
+                    trace_state: "k=v".into(),
+                    flags: 1,
+                    name,
+                    kind: SpanKind::from_i32(kind),
+                    start_time_ns: start,
+                    end_time_ns: start + dur,
+                    attributes: attrs,
+                    dropped_attributes_count: dropped,
+                    events: events
+                        .into_iter()
+                        .map(|(d, name, attributes)| SpanEvent {
+                            time_ns: (start as i64 + d).max(0) as u64,
+                            name,
+                            attributes,
+                            dropped_attributes_count: 2,
+                        })
+                        .collect(),
+                    dropped_events_count: 3,
+                    links: links
+                        .into_iter()
+                        .map(|(t, s)| SpanLink {
+                            trace_id: TraceId(t),
+                            span_id: SpanId(s),
+                            trace_state: String::new(),
+                            attributes: vec![("l".into(), AnyValue::Int(1))],
+                            dropped_attributes_count: 0,
+                            flags: 7,
+                        })
+                        .collect(),
+                    dropped_links_count: 4,
+                    status: Status {
+                        code: StatusCode::from_i32(status),
+                        message: msg,
+                    },
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn span_round_trip(span in span_strategy(), rid in any::<u64>(), sid in any::<u64>()) {
+            let b = encode_span(&span, rid, sid);
+            let h = decode_span_head(&b).unwrap();
+            prop_assert_eq!(h.resource_id, rid);
+            prop_assert_eq!(h.scope_id, sid);
+            prop_assert_eq!(h.start_ns, span.start_time_ns);
+            prop_assert_eq!(h.parent, span.parent_span_id);
+            prop_assert_eq!(span_start(&b), Some(span.start_time_ns));
+            let back = decode_span(
+                span.trace_id,
+                span.span_id,
+                &b,
+                |_| Some(span.resource.clone()),
+                |_| Some(span.scope.clone()),
+            )
+            .unwrap();
+            prop_assert_eq!(back, span);
+        }
+
+        #[test]
+        fn truncated_span_records_are_errors_not_panics(span in span_strategy(), cut in 0usize..64) {
+            let b = encode_span(&span, 1, 2);
+            let cut = cut.min(b.len().saturating_sub(1));
+            let _ = decode_span(span.trace_id, span.span_id, &b[..cut], |_| None, |_| None);
+        }
+
+        #[test]
+        fn index_keys_sort_by_time_and_round_trip(
+            svc in "[a-z]{1,8}",
+            a in any::<u64>(), b in any::<u64>(),
+            t in proptest::array::uniform16(1u8..), s in proptest::array::uniform8(1u8..),
+        ) {
+            let p = index_prefix(prefix::SERVICE, &[&svc]);
+            let ka = index_key(&p, a, &TraceId(t), &SpanId(s));
+            let kb = index_key(&p, b, &TraceId(t), &SpanId(s));
+            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            prop_assert!(ka.starts_with(&p));
+            prop_assert_eq!(index_suffix(&ka), Some((a, TraceId(t), SpanId(s))));
+        }
+
+        #[test]
+        fn index_value_round_trip(d in any::<u64>(), k in 0i32..6, e in any::<bool>()) {
+            let kind = SpanKind::from_i32(k);
+            prop_assert_eq!(decode_index_value(&index_value(d, kind, e)).unwrap(), (d, kind, e));
+        }
+
+        #[test]
+        fn stats_keys_round_trip(
+            svc in "[a-zA-Z0-9._-]{1,12}", op in proptest::option::of(".{0,12}"),
+            m in 0u64..u64::from(u32::MAX), callee in "[a-z]{1,8}",
+        ) {
+            let k = red_key(&svc, m, op.as_deref());
+            prop_assert_eq!(parse_red_key(&k), Some((svc.clone(), m, op.clone())));
+            let mut tagged = vec![b'R'];
+            tagged.extend_from_slice(&k);
+            prop_assert_eq!(stats_key_minute(&tagged), Some(m));
+            let d = dep_key(m, &svc, &callee);
+            prop_assert_eq!(parse_dep_key(&d), Some((m, svc.clone(), callee.clone())));
+            let mut tagged = vec![b'D'];
+            tagged.extend_from_slice(&d);
+            prop_assert_eq!(stats_key_minute(&tagged), Some(m));
+            // Minutes of one service sort in time order.
+            let later = red_key(&svc, m + 1, None);
+            prop_assert!(red_key(&svc, m, op.as_deref()) < later || m + 1 > u64::from(u32::MAX));
+        }
+
+        #[test]
+        fn agg_round_trip(durs in proptest::collection::vec(0u64..(1 << 45), 0..50), errs in 0u64..5) {
+            let mut a = Agg::default();
+            for d in &durs {
+                a.record(*d, false);
+            }
+            a.errors += errs;
+            prop_assert_eq!(decode_agg(&encode_agg(&a)).unwrap(), a);
+        }
+
+        #[test]
+        fn summary_round_trip(start in 0u64..(1 << 62), d in 0u64..(1 << 40), n in any::<u32>(), known in any::<bool>()) {
+            let s = TraceSummary {
+                trace_id: TraceId([3; 16]),
+                root_service: "svc".into(),
+                root_name: "GET /".into(),
+                root_known: known,
+                root_start_ns: start + d / 2,
+                start_ns: start,
+                end_ns: start + d,
+                span_count: u64::from(n),
+                error_count: 1,
+                services: vec!["svc".into(), "db".into()],
+            };
+            prop_assert_eq!(decode_summary(s.trace_id, &encode_summary(&s)).unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn resource_and_scope_round_trip() {
+        let r = Resource {
+            attributes: vec![("service.name".into(), AnyValue::String("a".into()))],
+            dropped_attributes_count: 2,
+            schema_url: "s".into(),
+        };
+        assert_eq!(decode_resource(&encode_resource(&r)).unwrap(), r);
+        let s = Scope {
+            name: "n".into(),
+            version: "1".into(),
+            attributes: vec![],
+            dropped_attributes_count: 0,
+            schema_url: String::new(),
+        };
+        assert_eq!(decode_scope(&encode_scope(&s)).unwrap(), s);
+    }
+}

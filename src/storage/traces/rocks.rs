@@ -1,0 +1,994 @@
+//! The RocksDB trace store.
+//!
+//! Column families:
+//! - `spans`: `trace id | span id` → span record ([`codec::encode_span`]);
+//!   a trace is one prefix scan.
+//! - `summaries`: `trace id` → [`TraceSummary`], updated as spans arrive.
+//! - `index`: search entries `S service`, `O service operation`,
+//!   `A key value` (span attributes), `T` (every span), each followed by
+//!   `start | trace id | span id` and holding duration, kind and error flag.
+//! - `stats`: `R service minute operation` RED aggregates and
+//!   `D minute caller callee` dependency counts, summed by a merge operator.
+//! - `meta`: the durable WAL sequence number, the span count, interned
+//!   resources (`r`) and scopes (`c`), services (`s`) and operations (`o`)
+//!   with the last time they were seen.
+//!
+//! Durability: RocksDB's own WAL is off (tern's WAL covers the gap). Every
+//! batch carries its sequence number in the same `WriteBatch`, and all
+//! column families flush atomically, so what reaches SST files is always a
+//! prefix of the batches together with the sequence number that covers it.
+//!
+//! Retention: one compaction filter per column family drops records older
+//! than the retention (span start, summary end, index start, stats minute,
+//! service last seen), and periodic compaction makes RocksDB revisit files
+//! at least daily, so expiry never needs a scan. Queries clamp their time
+//! ranges to the retention window so expired data not yet compacted away
+//! is not reported.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use rocksdb::compaction_filter::Decision;
+use rocksdb::{
+    BlockBasedOptions, BottommostLevelCompaction, ColumnFamily, ColumnFamilyDescriptor,
+    CompactOptions, DBCompressionType, Direction, FlushOptions, IteratorMode, MergeOperands,
+    Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions, DB,
+};
+
+use super::codec::{self, prefix};
+use super::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
+use super::types::*;
+use crate::model::{Resource, Scope, Span, SpanId, SpanKind, TraceId};
+use crate::storage::{StorageError, StoreLifecycle, StoreStats, TraceStore};
+
+const CF_SPANS: &str = "spans";
+const CF_SUMMARIES: &str = "summaries";
+const CF_INDEX: &str = "index";
+const CF_STATS: &str = "stats";
+const CF_META: &str = "meta";
+const CFS: [&str; 5] = [CF_SPANS, CF_SUMMARIES, CF_INDEX, CF_STATS, CF_META];
+
+const META_SEQ: &[u8] = b"#seq";
+const META_COUNT: &[u8] = b"#count";
+const TAG_RESOURCE: u8 = b'r';
+const TAG_SCOPE: u8 = b'c';
+const TAG_SERVICE: u8 = b's';
+const TAG_OPERATION: u8 = b'o';
+
+/// Most spans of one trace read back to plan a late batch of that trace.
+const MAX_STORED_SCAN: usize = 200_000;
+
+/// How the trace store is opened.
+#[derive(Debug, Clone)]
+pub struct TraceStoreOptions {
+    pub path: PathBuf,
+    /// Data older than this is deleted.
+    pub retention: Duration,
+    /// Memtable size per column family.
+    pub write_buffer_bytes: usize,
+    /// Shared block cache.
+    pub block_cache_bytes: usize,
+}
+
+impl TraceStoreOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        TraceStoreOptions {
+            path: path.into(),
+            retention: Duration::from_secs(7 * 86_400),
+            write_buffer_bytes: 64 << 20,
+            block_cache_bytes: 256 << 20,
+        }
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Interned resources and scopes: small, loaded at open, shared by spans.
+#[derive(Default)]
+struct Interner {
+    resource_ids: HashMap<Vec<u8>, u64>,
+    resources: HashMap<u64, (Arc<Resource>, String)>,
+    scope_ids: HashMap<Vec<u8>, u64>,
+    scopes: HashMap<u64, Arc<Scope>>,
+    /// Attribute keys seen on any resource (searches on them cannot use
+    /// the span attribute index).
+    resource_keys: std::collections::HashSet<String>,
+}
+
+impl Interner {
+    fn add_resource(&mut self, id: u64, bytes: Vec<u8>, r: Resource) {
+        for (k, _) in &r.attributes {
+            if !self.resource_keys.contains(k) {
+                self.resource_keys.insert(k.clone());
+            }
+        }
+        let svc = r.service_name().to_string();
+        self.resources.insert(id, (Arc::new(r), svc));
+        self.resource_ids.insert(bytes, id);
+    }
+
+    fn service(&self, id: u64) -> &str {
+        self.resources
+            .get(&id)
+            .map_or(crate::model::UNKNOWN_SERVICE, |(_, s)| s.as_str())
+    }
+}
+
+/// State of the single writer.
+#[derive(Default)]
+struct WriterState {
+    /// Last minute a service / operation key was written.
+    services: HashMap<String, u64>,
+    operations: HashMap<(String, String, SpanKind), u64>,
+}
+
+pub struct RocksTraceStore {
+    db: DB,
+    retention_ns: u64,
+    interner: RwLock<Interner>,
+    writer: Mutex<WriterState>,
+    written: AtomicU64,
+    durable: AtomicU64,
+    records: AtomicU64,
+}
+
+/// The oldest timestamp kept under `retention_ns` right now.
+fn cutoff(retention_ns: u64) -> u64 {
+    now_ns().saturating_sub(retention_ns)
+}
+
+fn cf_options(
+    name: &str,
+    retention_ns: u64,
+    cache: &rocksdb::Cache,
+    write_buffer: usize,
+) -> Options {
+    let mut o = Options::default();
+    o.set_write_buffer_size(write_buffer);
+    o.set_compression_type(DBCompressionType::Lz4);
+    o.set_bottommost_compression_type(DBCompressionType::Zstd);
+    // Level 3, a 64 KiB dictionary trained on up to 4 MiB of samples.
+    o.set_bottommost_compression_options(-14, 3, 0, 64 << 10, true);
+    o.set_bottommost_zstd_max_train_bytes(4 << 20, true);
+    o.set_periodic_compaction_seconds(86_400);
+    let mut t = BlockBasedOptions::default();
+    t.set_block_cache(cache);
+    t.set_block_size(if name == CF_SPANS { 32 << 10 } else { 16 << 10 });
+    if name == CF_SPANS || name == CF_SUMMARIES {
+        t.set_bloom_filter(10.0, false);
+    }
+    o.set_block_based_table_factory(&t);
+    let r = retention_ns;
+    match name {
+        CF_SPANS => {
+            o.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
+            o.set_compaction_filter("tern-span-retention", move |_: u32, _: &[u8], v: &[u8]| {
+                keep_if(codec::span_start(v), r)
+            });
+        }
+        CF_SUMMARIES => {
+            o.set_compaction_filter(
+                "tern-summary-retention",
+                move |_: u32, _: &[u8], v: &[u8]| keep_if(codec::summary_end(v), r),
+            );
+        }
+        CF_INDEX => {
+            o.set_compaction_filter("tern-index-retention", move |_: u32, k: &[u8], _: &[u8]| {
+                keep_if(codec::index_suffix(k).map(|(s, _, _)| s), r)
+            });
+        }
+        CF_STATS => {
+            o.set_merge_operator_associative("tern-agg-sum", merge_aggs);
+            o.set_compaction_filter("tern-stats-retention", move |_: u32, k: &[u8], _: &[u8]| {
+                keep_if(
+                    codec::stats_key_minute(k).map(|m| m.saturating_add(1) * MINUTE_NS),
+                    r,
+                )
+            });
+        }
+        _ => {
+            o.set_compaction_filter(
+                "tern-meta-retention",
+                move |_: u32, k: &[u8], v: &[u8]| match k.first() {
+                    Some(&TAG_SERVICE) | Some(&TAG_OPERATION) => keep_if(codec::span_start(v), r),
+                    _ => Decision::Keep,
+                },
+            );
+        }
+    }
+    o
+}
+
+fn keep_if(time_ns: Option<u64>, retention_ns: u64) -> Decision {
+    match time_ns {
+        Some(t) if t < cutoff(retention_ns) => Decision::Remove,
+        _ => Decision::Keep,
+    }
+}
+
+fn merge_aggs(_key: &[u8], existing: Option<&[u8]>, ops: &MergeOperands) -> Option<Vec<u8>> {
+    let mut acc = existing
+        .and_then(|b| codec::decode_agg(b).ok())
+        .unwrap_or_default();
+    for op in ops.iter() {
+        if let Ok(a) = codec::decode_agg(op) {
+            acc.merge(&a);
+        }
+    }
+    Some(codec::encode_agg(&acc))
+}
+
+fn meta_key(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![tag];
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+/// The key just after every key starting with `p`.
+fn prefix_end(p: &[u8]) -> Vec<u8> {
+    let mut e = p.to_vec();
+    while let Some(last) = e.pop() {
+        if last < 0xff {
+            e.push(last + 1);
+            return e;
+        }
+    }
+    vec![0xff; p.len() + 1]
+}
+
+impl RocksTraceStore {
+    pub fn open(opts: &TraceStoreOptions) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(&opts.path)?;
+        let retention_ns = opts.retention.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let cache = rocksdb::Cache::new_lru_cache(opts.block_cache_bytes);
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_atomic_flush(true);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(3);
+        let cfs = CFS.iter().map(|name| {
+            ColumnFamilyDescriptor::new(
+                *name,
+                cf_options(name, retention_ns, &cache, opts.write_buffer_bytes),
+            )
+        });
+        let db = DB::open_cf_descriptors(&db_opts, &opts.path, cfs).map_err(backend)?;
+        let store = RocksTraceStore {
+            db,
+            retention_ns,
+            interner: RwLock::new(Interner::default()),
+            writer: Mutex::new(WriterState::default()),
+            written: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+        };
+        store.load_meta()?;
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily, StorageError> {
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::Backend(format!("column family {name} is missing")))
+    }
+
+    fn load_meta(&self) -> Result<(), StorageError> {
+        let meta = self.cf(CF_META)?;
+        let read_u64 = |k: &[u8]| -> Result<u64, StorageError> {
+            Ok(self
+                .db
+                .get_cf(meta, k)
+                .map_err(backend)?
+                .and_then(|v| v.get(..8).and_then(|s| s.try_into().ok()))
+                .map_or(0, u64::from_le_bytes))
+        };
+        let seq = read_u64(META_SEQ)?;
+        self.durable.store(seq, Ordering::SeqCst);
+        self.written.store(seq, Ordering::SeqCst);
+        self.records.store(read_u64(META_COUNT)?, Ordering::SeqCst);
+        let mut int = self.interner.write();
+        for tag in [TAG_RESOURCE, TAG_SCOPE] {
+            for item in self.db.prefix_iterator_cf(meta, [tag]) {
+                let (k, v) = item.map_err(backend)?;
+                if k.first() != Some(&tag) {
+                    break;
+                }
+                let id = k
+                    .get(1..9)
+                    .and_then(|s| s.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| backend("bad interned key"))?;
+                if tag == TAG_RESOURCE {
+                    let r = codec::decode_resource(&v).map_err(backend)?;
+                    int.add_resource(id, v.to_vec(), r);
+                } else {
+                    let s = codec::decode_scope(&v).map_err(backend)?;
+                    int.scopes.insert(id, Arc::new(s));
+                    int.scope_ids.insert(v.to_vec(), id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn cutoff(&self) -> u64 {
+        cutoff(self.retention_ns)
+    }
+
+    /// Compacts every column family to the bottom level, applying the
+    /// retention filter to everything (benchmarks and tests; normal
+    /// operation relies on background and periodic compaction).
+    pub fn compact_all(&self) -> Result<(), StorageError> {
+        let mut o = CompactOptions::default();
+        o.set_bottommost_level_compaction(BottommostLevelCompaction::Force);
+        for name in CFS {
+            self.db
+                .compact_range_cf_opt(self.cf(name)?, None::<&[u8]>, None::<&[u8]>, &o);
+        }
+        Ok(())
+    }
+
+    /// Interns resource and scope of `span`, adding new ones to `batch`.
+    fn intern(&self, span: &Span, batch: &mut WriteBatch, meta: &ColumnFamily) -> (u64, u64) {
+        let rb = codec::encode_resource(&span.resource);
+        let sb = codec::encode_scope(&span.scope);
+        {
+            let int = self.interner.read();
+            if let (Some(r), Some(s)) = (int.resource_ids.get(&rb), int.scope_ids.get(&sb)) {
+                return (*r, *s);
+            }
+        }
+        let mut int = self.interner.write();
+        let rid = match int.resource_ids.get(&rb) {
+            Some(id) => *id,
+            None => {
+                let id = int.resources.len() as u64 + 1;
+                batch.put_cf(meta, meta_key(TAG_RESOURCE, &[&id.to_be_bytes()]), &rb);
+                int.add_resource(id, rb, (*span.resource).clone());
+                id
+            }
+        };
+        let sid = match int.scope_ids.get(&sb) {
+            Some(id) => *id,
+            None => {
+                let id = int.scopes.len() as u64 + 1;
+                batch.put_cf(meta, meta_key(TAG_SCOPE, &[&id.to_be_bytes()]), &sb);
+                int.scopes.insert(id, span.scope.clone());
+                int.scope_ids.insert(sb, id);
+                id
+            }
+        };
+        (rid, sid)
+    }
+
+    /// Heads of the stored spans of one trace.
+    fn stored_spans(&self, trace: &TraceId) -> Result<Vec<StoredSpan>, StorageError> {
+        let spans = self.cf(CF_SPANS)?;
+        let mut out = Vec::new();
+        let int = self.interner.read();
+        for item in self.trace_iter(spans, trace) {
+            let (k, v) = item.map_err(backend)?;
+            let h = codec::decode_span_head(&v).map_err(backend)?;
+            let span_id = SpanId(k[16..24].try_into().map_err(backend)?);
+            out.push(StoredSpan {
+                span_id,
+                parent: h.parent,
+                service: int.service(h.resource_id).to_string(),
+                start_ns: h.start_ns,
+                error: h.is_error(),
+            });
+            if out.len() >= MAX_STORED_SCAN {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn trace_iter<'a>(
+        &'a self,
+        spans: &'a ColumnFamily,
+        trace: &TraceId,
+    ) -> rocksdb::DBIteratorWithThreadMode<'a, DB> {
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(trace.0.to_vec());
+        ro.set_iterate_upper_bound(prefix_end(&trace.0));
+        ro.set_prefix_same_as_start(true);
+        self.db
+            .iterator_cf_opt(spans, ro, IteratorMode::From(&trace.0, Direction::Forward))
+    }
+
+    fn decode(&self, trace: TraceId, span: SpanId, v: &[u8]) -> Result<Span, StorageError> {
+        let int = self.interner.read();
+        codec::decode_span(
+            trace,
+            span,
+            v,
+            |id| int.resources.get(&id).map(|(r, _)| r.clone()),
+            |id| int.scopes.get(&id).cloned(),
+        )
+        .map_err(backend)
+    }
+
+    fn get_span(&self, trace: &TraceId, span: &SpanId) -> Result<Option<Span>, StorageError> {
+        let spans = self.cf(CF_SPANS)?;
+        match self
+            .db
+            .get_pinned_cf(spans, codec::span_key(trace, span))
+            .map_err(backend)?
+        {
+            Some(v) => self.decode(*trace, *span, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Puts the index entries of one span.
+    fn index_span(&self, span: &Span, batch: &mut WriteBatch, index: &ColumnFamily) {
+        let v = codec::index_value(span.duration_ns(), span.kind, span.is_error());
+        let (t, s, start) = (&span.trace_id, &span.span_id, span.start_time_ns);
+        let svc = span.service_name();
+        let mut put = |p: Vec<u8>| batch.put_cf(index, codec::index_key(&p, start, t, s), &v);
+        put(codec::index_prefix(prefix::TIME, &[]));
+        put(codec::index_prefix(prefix::SERVICE, &[svc]));
+        put(codec::index_prefix(prefix::OPERATION, &[svc, &span.name]));
+        for (k, val) in &span.attributes {
+            if let Some(text) = attr_text(val) {
+                put(codec::index_prefix(prefix::ATTRIBUTE, &[k, &text]));
+            }
+        }
+    }
+
+    fn write_batch(&self, seq: u64, spans: Vec<Span>) -> Result<(), StorageError> {
+        let mut w = self.writer.lock();
+        let (spans_cf, sums_cf, index_cf, stats_cf, meta_cf) = (
+            self.cf(CF_SPANS)?,
+            self.cf(CF_SUMMARIES)?,
+            self.cf(CF_INDEX)?,
+            self.cf(CF_STATS)?,
+            self.cf(CF_META)?,
+        );
+        // Group by trace, keeping arrival order.
+        let mut order: Vec<TraceId> = Vec::new();
+        let mut groups: HashMap<TraceId, Vec<&Span>> = HashMap::new();
+        for s in &spans {
+            groups
+                .entry(s.trace_id)
+                .or_insert_with(|| {
+                    order.push(s.trace_id);
+                    Vec::new()
+                })
+                .push(s);
+        }
+        let existing = self.db.multi_get_cf(order.iter().map(|t| (sums_cf, t.0)));
+        let mut batch = WriteBatch::default();
+        let (mut red, mut deps) = (RedDelta::new(), DepDelta::new());
+        let mut added = 0u64;
+        let mut intern_cache: HashMap<(*const Resource, *const Scope), (u64, u64)> = HashMap::new();
+        for (tid, prev) in order.iter().zip(existing) {
+            let prev = match prev.map_err(backend)? {
+                Some(b) => Some(codec::decode_summary(*tid, &b).map_err(backend)?),
+                None => None,
+            };
+            let stored = if prev.is_some() {
+                self.stored_spans(tid)?
+            } else {
+                Vec::new()
+            };
+            let group = &groups[tid];
+            let (accepted, summary) = plan_trace(*tid, prev, &stored, group, &mut red, &mut deps);
+            if accepted.is_empty() {
+                continue;
+            }
+            for i in accepted {
+                let span = group[i];
+                let key = (Arc::as_ptr(&span.resource), Arc::as_ptr(&span.scope));
+                let (rid, sid) = match intern_cache.get(&key) {
+                    Some(ids) => *ids,
+                    None => {
+                        let ids = self.intern(span, &mut batch, meta_cf);
+                        intern_cache.insert(key, ids);
+                        ids
+                    }
+                };
+                batch.put_cf(
+                    spans_cf,
+                    codec::span_key(tid, &span.span_id),
+                    codec::encode_span(span, rid, sid),
+                );
+                self.index_span(span, &mut batch, index_cf);
+                self.note_names(&mut w, span, &mut batch, meta_cf);
+                added += 1;
+            }
+            batch.put_cf(sums_cf, tid.0, codec::encode_summary(&summary));
+        }
+        for ((svc, minute, op), agg) in &red {
+            let mut k = vec![b'R'];
+            k.extend_from_slice(&codec::red_key(svc, *minute, op.as_deref()));
+            batch.merge_cf(stats_cf, k, codec::encode_agg(agg));
+        }
+        for ((minute, caller, callee), (calls, errors)) in &deps {
+            let mut k = vec![b'D'];
+            k.extend_from_slice(&codec::dep_key(*minute, caller, callee));
+            let agg = Agg {
+                count: *calls,
+                errors: *errors,
+                ..Default::default()
+            };
+            batch.merge_cf(stats_cf, k, codec::encode_agg(&agg));
+        }
+        let count = self.records.load(Ordering::SeqCst) + added;
+        batch.put_cf(meta_cf, META_SEQ, seq.to_le_bytes());
+        batch.put_cf(meta_cf, META_COUNT, count.to_le_bytes());
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo).map_err(backend)?;
+        self.records.store(count, Ordering::SeqCst);
+        self.written.store(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Records the service and operation of a span (at most once a minute each).
+    fn note_names(
+        &self,
+        w: &mut WriterState,
+        span: &Span,
+        batch: &mut WriteBatch,
+        meta: &ColumnFamily,
+    ) {
+        let svc = span.service_name();
+        let minute = minute_of(span.start_time_ns);
+        let seen = span.start_time_ns.to_le_bytes();
+        if w.services.get(svc).is_none_or(|m| *m < minute) {
+            w.services.insert(svc.to_string(), minute);
+            batch.put_cf(meta, meta_key(TAG_SERVICE, &[svc.as_bytes()]), seen);
+        }
+        let op_key = (svc.to_string(), span.name.clone(), span.kind);
+        if w.operations.get(&op_key).is_none_or(|m| *m < minute) {
+            w.operations.insert(op_key, minute);
+            batch.put_cf(
+                meta,
+                meta_key(
+                    TAG_OPERATION,
+                    &[
+                        svc.as_bytes(),
+                        span.name.as_bytes(),
+                        &[span.kind.as_i32() as u8][..],
+                    ],
+                ),
+                seen,
+            );
+        }
+    }
+
+    /// Index scan for a search: newest first within `[start, end)`.
+    fn scan(
+        &self,
+        q: &TraceSearch,
+        index_prefix: Vec<u8>,
+        verify: bool,
+        start: u64,
+        end: u64,
+    ) -> Result<(Vec<TraceId>, bool), StorageError> {
+        let index = self.cf(CF_INDEX)?;
+        let mut ro = ReadOptions::default();
+        let mut lo = index_prefix.clone();
+        lo.extend_from_slice(&start.to_be_bytes());
+        let mut hi = index_prefix;
+        hi.extend_from_slice(&end.to_be_bytes());
+        ro.set_iterate_lower_bound(lo);
+        ro.set_iterate_upper_bound(hi);
+        let mut found: Vec<TraceId> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (n, item) in self
+            .db
+            .iterator_cf_opt(index, ro, IteratorMode::End)
+            .enumerate()
+        {
+            if n % 64 == 63 && q.deadline_passed() {
+                return Ok((found, false));
+            }
+            let (k, v) = item.map_err(backend)?;
+            let Some((_, trace, span)) = codec::index_suffix(&k) else {
+                continue;
+            };
+            if seen.contains(&trace) {
+                continue;
+            }
+            let (dur, kind, err) = codec::decode_index_value(&v).map_err(backend)?;
+            if !q.matches_head(dur, kind, err) {
+                continue;
+            }
+            if verify {
+                match self.get_span(&trace, &span)? {
+                    Some(s) if q.matches(&s) => {}
+                    _ => continue,
+                }
+            }
+            seen.insert(trace);
+            found.push(trace);
+            if found.len() >= q.limit {
+                break;
+            }
+        }
+        Ok((found, true))
+    }
+
+    fn meta_scan(
+        &self,
+        p: &[u8],
+        mut f: impl FnMut(&[u8], u64) -> bool,
+    ) -> Result<(), StorageError> {
+        let meta = self.cf(CF_META)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(p.to_vec());
+        ro.set_iterate_upper_bound(prefix_end(p));
+        let cut = self.cutoff();
+        for item in self.db.iterator_cf_opt(meta, ro, IteratorMode::Start) {
+            let (k, v) = item.map_err(backend)?;
+            let seen = codec::span_start(&v).unwrap_or(0);
+            if seen >= cut && !f(&k[p.len()..], seen) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn stats_scan(
+        &self,
+        lo: Vec<u8>,
+        hi: Vec<u8>,
+        mut f: impl FnMut(&[u8], Agg) -> bool,
+    ) -> Result<(), StorageError> {
+        let stats = self.cf(CF_STATS)?;
+        let mut ro = ReadOptions::default();
+        ro.set_iterate_lower_bound(lo);
+        ro.set_iterate_upper_bound(hi);
+        for item in self.db.iterator_cf_opt(stats, ro, IteratorMode::Start) {
+            let (k, v) = item.map_err(backend)?;
+            let agg = codec::decode_agg(&v).map_err(backend)?;
+            if !f(&k, agg) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Minute range `[first, last]` covered by `[start, end)`, clamped to retention.
+    fn minutes(&self, start: u64, end: u64) -> Option<(u64, u64)> {
+        let start = start.max(self.cutoff());
+        (end > start).then(|| (minute_of(start), minute_of(end - 1)))
+    }
+
+    #[cfg(test)]
+    fn index_entries_of(&self, trace: &TraceId) -> usize {
+        let index = self.cf(CF_INDEX).unwrap();
+        self.db
+            .iterator_cf(index, IteratorMode::Start)
+            .filter(|i| {
+                let (k, _) = i.as_ref().unwrap();
+                codec::index_suffix(k).is_some_and(|(_, t, _)| t == *trace)
+            })
+            .count()
+    }
+}
+
+impl StoreLifecycle for RocksTraceStore {
+    fn durable_seq(&self) -> u64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        let seq = self.written.load(Ordering::SeqCst);
+        let cfs = CFS
+            .iter()
+            .map(|n| self.cf(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut fo = FlushOptions::default();
+        fo.set_wait(true);
+        self.db.flush_cfs_opt(&cfs, &fo).map_err(backend)?;
+        self.durable.fetch_max(seq, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn stats(&self) -> StoreStats {
+        let disk_bytes = CFS
+            .iter()
+            .filter_map(|n| self.cf(n).ok())
+            .filter_map(|cf| {
+                self.db
+                    .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+            })
+            .sum();
+        StoreStats {
+            records: self.records.load(Ordering::SeqCst),
+            disk_bytes,
+        }
+    }
+}
+
+impl TraceStore for RocksTraceStore {
+    fn write(&self, seq: u64, spans: Vec<Span>) -> Result<(), StorageError> {
+        self.write_batch(seq, spans)
+    }
+
+    fn trace(&self, id: &TraceId) -> Result<Vec<Span>, StorageError> {
+        let spans_cf = self.cf(CF_SPANS)?;
+        let mut out = Vec::new();
+        for item in self.trace_iter(spans_cf, id) {
+            let (k, v) = item.map_err(backend)?;
+            let sid = SpanId(k[16..24].try_into().map_err(backend)?);
+            out.push(self.decode(*id, sid, &v)?);
+        }
+        out.sort_by_key(|s| (s.start_time_ns, s.span_id));
+        Ok(out)
+    }
+
+    fn summary(&self, id: &TraceId) -> Result<Option<TraceSummary>, StorageError> {
+        let sums = self.cf(CF_SUMMARIES)?;
+        match self.db.get_pinned_cf(sums, id.0).map_err(backend)? {
+            Some(b) => Ok(Some(codec::decode_summary(*id, &b).map_err(backend)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn search(&self, q: &TraceSearch) -> Result<SearchOutcome, StorageError> {
+        let start = q.start_ns.max(self.cutoff());
+        if start >= q.end_ns || q.limit == 0 {
+            return Ok(SearchOutcome {
+                traces: vec![],
+                complete: true,
+            });
+        }
+        let needs_attrs = !q.attributes.is_empty();
+        let (p, verify) = match (&q.service, &q.operation) {
+            (Some(s), Some(o)) => (codec::index_prefix(prefix::OPERATION, &[s, o]), needs_attrs),
+            (Some(s), None) => (codec::index_prefix(prefix::SERVICE, &[s]), needs_attrs),
+            (None, op) => {
+                let int = self.interner.read();
+                let driver = q
+                    .attributes
+                    .iter()
+                    .find(|(k, _)| !int.resource_keys.contains(k));
+                let p = match driver {
+                    Some((k, v)) => codec::index_prefix(prefix::ATTRIBUTE, &[k, v]),
+                    None => codec::index_prefix(prefix::TIME, &[]),
+                };
+                (p, needs_attrs || op.is_some())
+            }
+        };
+        let (ids, complete) = self.scan(q, p, verify, start, q.end_ns)?;
+        let sums = self.cf(CF_SUMMARIES)?;
+        let got = self.db.multi_get_cf(ids.iter().map(|t| (sums, t.0)));
+        let mut traces = Vec::with_capacity(ids.len());
+        for (id, v) in ids.iter().zip(got) {
+            if let Some(b) = v.map_err(backend)? {
+                traces.push(codec::decode_summary(*id, &b).map_err(backend)?);
+            }
+        }
+        Ok(SearchOutcome { traces, complete })
+    }
+
+    fn services(&self, limit: usize) -> Result<Vec<String>, StorageError> {
+        let mut out = Vec::new();
+        self.meta_scan(&[TAG_SERVICE], |k, _| {
+            if let Ok(s) = std::str::from_utf8(k) {
+                out.push(s.to_string());
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    fn operations(&self, service: &str, limit: usize) -> Result<Vec<OperationInfo>, StorageError> {
+        let mut out = Vec::new();
+        let p = meta_key(TAG_OPERATION, &[service.as_bytes(), &b""[..]]);
+        self.meta_scan(&p, |k, _| {
+            // `operation 0 kind`
+            if let Some((&kind, name)) = k.split_last() {
+                if let Some(name) = name.strip_suffix(&[0u8]) {
+                    if let Ok(n) = std::str::from_utf8(name) {
+                        out.push(OperationInfo {
+                            name: n.to_string(),
+                            kind: SpanKind::from_i32(i32::from(kind)),
+                        });
+                    }
+                }
+            }
+            out.len() < limit
+        })?;
+        Ok(out)
+    }
+
+    fn dependencies(
+        &self,
+        start_ns: u64,
+        end_ns: u64,
+    ) -> Result<Vec<DependencyEdge>, StorageError> {
+        let Some((first, last)) = self.minutes(start_ns, end_ns) else {
+            return Ok(vec![]);
+        };
+        let mut lo = vec![b'D'];
+        lo.extend_from_slice(&(first as u32).to_be_bytes());
+        let mut hi = vec![b'D'];
+        hi.extend_from_slice(&((last + 1).min(u64::from(u32::MAX)) as u32).to_be_bytes());
+        let mut edges: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        self.stats_scan(lo, hi, |k, agg| {
+            if let Some((_, caller, callee)) = codec::parse_dep_key(&k[1..]) {
+                let e = edges.entry((caller, callee)).or_default();
+                e.0 += agg.count;
+                e.1 += agg.errors;
+            }
+            true
+        })?;
+        Ok(edges
+            .into_iter()
+            .map(|((caller, callee), (calls, errors))| DependencyEdge {
+                caller,
+                callee,
+                calls,
+                errors,
+            })
+            .collect())
+    }
+
+    fn red(&self, q: &RedQuery) -> Result<Vec<RedRow>, StorageError> {
+        let Some((first, last)) = self.minutes(q.start_ns, q.end_ns) else {
+            return Ok(vec![]);
+        };
+        let services = match &q.service {
+            Some(s) => vec![s.clone()],
+            None => self.services(10_000)?,
+        };
+        let mut rows = Vec::new();
+        for svc in services {
+            let base = {
+                let mut k = vec![b'R'];
+                k.extend_from_slice(svc.as_bytes());
+                k.push(0);
+                k
+            };
+            let mut lo = base.clone();
+            lo.extend_from_slice(&(first as u32).to_be_bytes());
+            let mut hi = base;
+            hi.extend_from_slice(&((last + 1).min(u64::from(u32::MAX)) as u32).to_be_bytes());
+            self.stats_scan(lo, hi, |k, agg| {
+                if let Some((service, minute, operation)) = codec::parse_red_key(&k[1..]) {
+                    rows.push(RedRow {
+                        service,
+                        operation,
+                        minute,
+                        agg,
+                    });
+                }
+                rows.len() < q.max_rows
+            })?;
+            if rows.len() >= q.max_rows {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::suite;
+
+    fn open(dir: &std::path::Path) -> RocksTraceStore {
+        let mut o = TraceStoreOptions::new(dir);
+        o.write_buffer_bytes = 1 << 20;
+        o.block_cache_bytes = 1 << 20;
+        RocksTraceStore::open(&o).unwrap()
+    }
+
+    #[test]
+    fn rocks_trace_store_passes_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        suite::trace_store(&open(dir.path()));
+        let dir = tempfile::tempdir().unwrap();
+        suite::trace_store_queries(&open(dir.path()));
+    }
+
+    #[test]
+    fn restart_keeps_spans_summaries_aggregates_and_durable_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = now_ns();
+        {
+            let s = open(dir.path());
+            suite::write_sample(&s, now);
+            s.flush().unwrap();
+            assert_eq!(s.durable_seq(), 2);
+        }
+        let s = open(dir.path());
+        assert_eq!(s.durable_seq(), 2);
+        suite::check_sample(&s, now);
+        // A late span of a trace stored before the restart joins it.
+        let mut late = suite::span(suite::CHECKOUT, 9, now + 1_000, "late");
+        late.parent_span_id = Some(SpanId([1; 8]));
+        s.write(3, vec![late]).unwrap();
+        let id = TraceId([suite::CHECKOUT; 16]);
+        let sum = s.summary(&id).unwrap().unwrap();
+        assert_eq!(sum.span_count, 4);
+        assert_eq!(s.trace(&id).unwrap().len(), 4);
+        let deps = s.dependencies(now - MINUTE_NS, now + MINUTE_NS).unwrap();
+        assert!(deps
+            .iter()
+            .any(|e| e.caller == "frontend" && e.callee == "late" && e.calls == 1));
+    }
+
+    #[test]
+    fn unflushed_batches_are_not_reported_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        s.write(5, vec![suite::span(1, 1, now_ns(), "a")]).unwrap();
+        assert_eq!(s.durable_seq(), 0, "nothing flushed yet");
+        s.flush().unwrap();
+        assert_eq!(s.durable_seq(), 5);
+    }
+
+    #[test]
+    fn retention_removes_old_traces_and_their_index_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = TraceStoreOptions::new(dir.path());
+        o.retention = Duration::from_secs(86_400);
+        let s = RocksTraceStore::open(&o).unwrap();
+        let now = now_ns();
+        let old = now - 3 * 86_400 * 1_000_000_000;
+        let mut old_child = suite::span(7, 2, old + 10, "db");
+        old_child.parent_span_id = Some(SpanId([1; 8]));
+        s.write(1, vec![suite::span(7, 1, old, "api"), old_child])
+            .unwrap();
+        s.write(2, vec![suite::span(8, 1, now, "api")]).unwrap();
+        s.flush().unwrap();
+        let old_id = TraceId([7; 16]);
+        assert_eq!(s.index_entries_of(&old_id), 8);
+        // Queries already ignore data past retention.
+        let q = TraceSearch {
+            service: Some("api".into()),
+            start_ns: 0,
+            end_ns: u64::MAX,
+            limit: 10,
+            ..Default::default()
+        };
+        let found = s.search(&q).unwrap().traces;
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].trace_id, TraceId([8; 16]));
+        s.compact_all().unwrap();
+        assert!(s.trace(&old_id).unwrap().is_empty());
+        assert_eq!(s.summary(&old_id).unwrap(), None);
+        assert_eq!(s.index_entries_of(&old_id), 0);
+        let stats = s.cf(CF_STATS).unwrap();
+        let old_minute = minute_of(old);
+        let stale =
+            s.db.iterator_cf(stats, IteratorMode::Start)
+                .filter(|i| codec::stats_key_minute(&i.as_ref().unwrap().0) == Some(old_minute))
+                .count();
+        assert_eq!(stale, 0, "old RED and dependency rows are gone");
+        // The recent trace and its figures survive compaction and restart.
+        drop(s);
+        let s = RocksTraceStore::open(&o).unwrap();
+        assert_eq!(s.trace(&TraceId([8; 16])).unwrap().len(), 1);
+        assert_eq!(s.search(&q).unwrap().traces.len(), 1);
+        assert_eq!(s.services(10).unwrap(), vec!["api".to_string()]);
+    }
+}
