@@ -48,7 +48,12 @@ async fn all_pages(s: &TestServer, q: &str, start: &str, end: &str, limit: usize
     let mut cursor = String::new();
     let limit = limit.to_string();
     loop {
-        let mut p = vec![("q", q), ("start", start), ("end", end), ("limit", limit.as_str())];
+        let mut p = vec![
+            ("q", q),
+            ("start", start),
+            ("end", end),
+            ("limit", limit.as_str()),
+        ];
         if !cursor.is_empty() {
             p.push(("cursor", cursor.as_str()));
         }

@@ -291,7 +291,10 @@ fn parse_rfc3339(s: &str) -> Option<u64> {
     }
     let offset_s = match s.get(i..)? {
         "Z" | "z" => 0,
-        tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) && tz.as_bytes()[3] == b':' => {
+        tz if tz.len() == 6
+            && (tz.starts_with('+') || tz.starts_with('-'))
+            && tz.as_bytes()[3] == b':' =>
+        {
             let oh = num(i + 1..i + 3)?;
             let om = num(i + 4..i + 6)?;
             let o = oh * 3600 + om * 60;
