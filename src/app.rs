@@ -237,13 +237,19 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
         max_record_bytes: cfg.ingest.max_record_bytes.0 as usize,
         max_future_skew_ns: cfg.ingest.max_future_skew.0.as_nanos() as u64,
     };
-    let pipeline = Arc::new(Pipeline::new(
-        wal.clone(),
-        limits,
-        MemoryBudget::new(cfg.ingest.max_inflight_bytes.0, telemetry.clone()),
-        telemetry.clone(),
-        cfg.ingest.retry_after.0,
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            wal.clone(),
+            limits,
+            MemoryBudget::new(cfg.ingest.max_inflight_bytes.0, telemetry.clone()),
+            telemetry.clone(),
+            cfg.ingest.retry_after.0,
+        )
+        .with_redactor(
+            crate::ingest::redact::Redactor::new(&cfg.logs.redaction, telemetry.registry())
+                .map_err(|e| AppError::Other(format!("log redaction: {e}")))?,
+        ),
+    );
     *runtime.write() = Some(Running::new(stores.clone(), pipeline.clone(), wal.clone()));
 
     let ingest_stop = CancellationToken::new();

@@ -198,6 +198,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub wal: WalConfig,
     pub traces: TracesConfig,
+    pub logs: LogsConfig,
     pub log: LogConfig,
 }
 
@@ -232,6 +233,76 @@ impl TracesConfig {
         if self.write_buffer.0 < (1 << 20) {
             return bad("traces.write_buffer must be at least 1MiB");
         }
+        Ok(())
+    }
+}
+
+/// The log store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Logs older than this are deleted (whole partitions at a time).
+    pub retention: HumanDuration,
+    /// Time span of one index partition; a search opens only the partitions
+    /// of its time range, retention deletes whole partitions.
+    pub partition: HumanDuration,
+    /// How often new logs are committed: searchable and durable after at most this.
+    pub commit_interval: HumanDuration,
+    /// Indexing memory of each partition being written.
+    pub writer_memory: ByteSize,
+    /// PII masking of log bodies and attributes at ingest.
+    pub redaction: RedactionConfig,
+}
+
+/// Log redaction: patterns masked in log bodies and attributes before
+/// anything is written. Empty lists (the default) disable it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedactionConfig {
+    /// Built-in patterns: `email`, `card_number`, `bearer_token`.
+    pub builtin: Vec<String>,
+    /// Extra regular expressions (Rust `regex` syntax).
+    pub custom: Vec<String>,
+    /// What each match is replaced with.
+    pub mask: String,
+}
+
+impl Default for RedactionConfig {
+    fn default() -> Self {
+        RedactionConfig {
+            builtin: Vec::new(),
+            custom: Vec::new(),
+            mask: "[REDACTED]".into(),
+        }
+    }
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        LogsConfig {
+            retention: HumanDuration(Duration::from_secs(7 * 86_400)),
+            partition: HumanDuration(Duration::from_secs(86_400)),
+            commit_interval: HumanDuration(Duration::from_secs(1)),
+            writer_memory: ByteSize(64 << 20),
+            redaction: RedactionConfig::default(),
+        }
+    }
+}
+
+impl LogsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.partition.0 < Duration::from_secs(60) || self.partition.0.subsec_nanos() != 0 {
+            return bad("logs.partition must be whole seconds and at least 1m");
+        }
+        if self.commit_interval.0 < Duration::from_millis(10) {
+            return bad("logs.commit_interval must be at least 10ms");
+        }
+        if self.writer_memory.0 < (16 << 20) || self.writer_memory.0 > (2 << 30) {
+            return bad("logs.writer_memory must be between 16MiB and 2GiB");
+        }
+        crate::ingest::redact::Redactor::new(&self.redaction, &prometheus::Registry::new())
+            .map_err(|e| ConfigError::Invalid(format!("logs.redaction: {e}")))?;
         Ok(())
     }
 }
@@ -319,6 +390,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             wal: WalConfig::default(),
             traces: TracesConfig::default(),
+            logs: LogsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -487,6 +559,7 @@ impl Config {
             return bad("data_dir must not be empty".into());
         }
         self.traces.validate()?;
+        self.logs.validate()?;
         let i = &self.ingest;
         if i.max_body_bytes.0 < 1024 {
             return bad(format!(

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod budget;
 pub mod otlp;
+pub mod redact;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -110,6 +111,7 @@ pub struct Pipeline {
     budget: MemoryBudget,
     telemetry: Arc<Telemetry>,
     retry_after: Duration,
+    redactor: Option<Arc<redact::Redactor>>,
 }
 
 fn now_ns() -> u64 {
@@ -133,7 +135,14 @@ impl Pipeline {
             budget,
             telemetry,
             retry_after,
+            redactor: None,
         }
+    }
+
+    /// Masks log records with `redactor` before they are written.
+    pub fn with_redactor(mut self, redactor: Option<redact::Redactor>) -> Self {
+        self.redactor = redactor.map(Arc::new);
+        self
     }
 
     pub fn budget(&self) -> &MemoryBudget {
@@ -153,10 +162,11 @@ impl Pipeline {
         body: Bytes,
     ) -> Result<Accepted, IngestError> {
         let limits = self.limits.clone();
+        let redactor = self.redactor.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let req = otlp::decode(signal, format, &body)?;
             let raw = (format == PayloadFormat::Protobuf).then_some(body);
-            Ok::<_, IngestError>(prepare(req, raw, &limits))
+            Ok::<_, IngestError>(prepare(req, raw, &limits, redactor.as_deref()))
         })
         .await
         .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))??;
@@ -166,9 +176,11 @@ impl Pipeline {
     /// Validates and stores a request decoded by the gRPC server.
     pub async fn ingest_request(&self, req: OtlpRequest) -> Result<Accepted, IngestError> {
         let limits = self.limits.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(req, None, &limits))
-            .await
-            .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))?;
+        let redactor = self.redactor.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(req, None, &limits, redactor.as_deref()))
+                .await
+                .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))?;
         self.commit(prepared, Protocol::Grpc).await
     }
 
@@ -217,11 +229,22 @@ impl Pipeline {
 }
 
 /// Validation, WAL encoding and model conversion: the CPU part of ingest.
-fn prepare(mut req: OtlpRequest, raw: Option<Bytes>, limits: &otlp::Limits) -> Prepared {
+fn prepare(
+    mut req: OtlpRequest,
+    raw: Option<Bytes>,
+    limits: &otlp::Limits,
+    redactor: Option<&redact::Redactor>,
+) -> Prepared {
     let rej = otlp::validate(&mut req, limits, now_ns());
+    let redacted = match (&mut req, redactor) {
+        (OtlpRequest::Logs(r), Some(red)) => red.redact_logs(r),
+        _ => 0,
+    };
     // Unchanged protobuf bodies go to the WAL as received: no re-encoding.
     let payload = match raw {
-        Some(raw) if !rej.modified => otlp::wal_payload_from_raw(req.signal(), &raw),
+        Some(raw) if !rej.modified && redacted == 0 => {
+            otlp::wal_payload_from_raw(req.signal(), &raw)
+        }
         _ => otlp::wal_payload(&req),
     };
     let batch = otlp::to_model(req);

@@ -5,13 +5,14 @@
 //! Only `storage/<signal>/` may import a storage engine (RocksDB, tantivy,
 //! Parquet); everything above talks to the traits defined here.
 
+pub mod logs;
 pub mod memory;
 pub mod open;
 pub mod traces;
 pub mod wal;
 pub mod writer;
 
-use crate::model::{LogRecord, Metric, Span, TraceId};
+use crate::model::{LogRecord, Metric, Span, SpanId, TraceId};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -108,10 +109,82 @@ pub struct LogQuery {
     pub limit: usize,
 }
 
+/// Most span ids [`LogStore::span_ids_with_logs`] reports for one trace.
+pub const MAX_SPANS_WITH_LOGS: usize = 10_000;
+
 pub trait LogStore: StoreLifecycle {
+    /// Stores records. Writing the same `seq` again (WAL replay after a
+    /// crash) replaces what that `seq` wrote before.
     fn write(&self, seq: u64, records: Vec<LogRecord>) -> Result<(), StorageError>;
+
+    /// Searches: a page of matching records newest first (by time, then id),
+    /// the total count in the time range, and the optional histogram.
+    fn search(&self, s: &logs::LogSearch) -> Result<logs::LogPage, StorageError>;
+
+    /// Follows newly written records.
+    fn subscribe(&self) -> logs::TailReceiver;
+
     /// Matching records, newest first, at most `limit`.
-    fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StorageError>;
+    fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StorageError> {
+        let mut f = Vec::new();
+        if let Some(s) = &q.service {
+            f.push(logs::LogFilter::Term {
+                field: logs::LogField::Service,
+                value: s.clone(),
+            });
+        }
+        if let Some(t) = &q.trace_id {
+            f.push(logs::LogFilter::Term {
+                field: logs::LogField::TraceId,
+                value: t.to_hex(),
+            });
+        }
+        let filter = if f.is_empty() {
+            logs::LogFilter::All
+        } else {
+            logs::LogFilter::And(f)
+        };
+        let mut s = logs::LogSearch::new(
+            filter,
+            q.start_ns.unwrap_or(0),
+            q.end_ns.unwrap_or(u64::MAX),
+            q.limit.min(logs::MAX_PAGE),
+        );
+        let mut out = Vec::new();
+        while out.len() < q.limit {
+            s.limit = (q.limit - out.len()).min(logs::MAX_PAGE);
+            let page = self.search(&s)?;
+            out.extend(page.records.into_iter().map(|r| r.record));
+            match page.next_cursor {
+                Some(c) => s.cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The distinct span ids of a trace's records that carry a span id.
+    fn span_ids_with_logs(&self, trace: &TraceId) -> Result<Vec<SpanId>, StorageError> {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut s = logs::LogSearch::new(
+            logs::LogFilter::Term {
+                field: logs::LogField::TraceId,
+                value: trace.to_hex(),
+            },
+            0,
+            u64::MAX,
+            logs::MAX_PAGE,
+        );
+        loop {
+            let page = self.search(&s)?;
+            ids.extend(page.records.iter().filter_map(|r| r.record.span_id));
+            match page.next_cursor {
+                Some(c) if ids.len() < MAX_SPANS_WITH_LOGS => s.cursor = Some(c),
+                _ => break,
+            }
+        }
+        Ok(ids.into_iter().take(MAX_SPANS_WITH_LOGS).collect())
+    }
 }
 
 pub trait MetricStore: StoreLifecycle {

@@ -36,10 +36,20 @@ fn open_metric_store(
     Ok(Arc::new(super::memory::MemoryMetricStore::default()))
 }
 
-/// The log store.
+/// The log store: tantivy indexes, one per time partition, under `data_dir/logs`.
 fn open_log_store(
-    _cfg: &Config,
+    cfg: &Config,
     _telemetry: &Arc<Telemetry>,
 ) -> Result<Arc<dyn LogStore>, StorageError> {
-    Ok(Arc::new(super::memory::MemoryLogStore::default()))
+    let opts = super::logs::index::LogIndexOptions {
+        partition: cfg.logs.partition.0,
+        commit_interval: cfg.logs.commit_interval.0,
+        retention: Some(cfg.logs.retention.0),
+        writer_memory_bytes: cfg.logs.writer_memory.0 as usize,
+        ..Default::default()
+    };
+    Ok(Arc::new(super::logs::index::LogIndex::open(
+        &cfg.data_dir.join("logs"),
+        opts,
+    )?))
 }

@@ -5,6 +5,7 @@ mod support;
 mod bench_smoke;
 mod config_example;
 mod crash;
+mod logs;
 mod otlp_grpc;
 mod otlp_http;
 mod promql_api;

@@ -180,6 +180,32 @@ async fn check_e2e(protocol: &str) {
         "client"
     );
 
+    assert!(nspans.iter().all(|s| s["has_logs"] == false));
+
+    // A log of the server span: the trace says which span has logs.
+    let log = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": BACKEND}}]},
+        "scopeLogs": [{"logRecords": [{
+            "timeUnixNano": sum["start_time_unix_nano"],
+            "severityNumber": 17,
+            "body": {"stringValue": "card declined by the bank"},
+            "traceId": tid,
+            "spanId": sent["server"],
+        }]}],
+    }]});
+    let r = s
+        .post("/v1/logs", "application/json", log.to_string().into_bytes())
+        .await;
+    assert_eq!(r.status(), 200);
+    s.eventually("the log to be stored", |srv| srv.settled())
+        .await;
+    let n = get_ok(&s, &format!("/api/v1/traces/{tid}")).await;
+    let nspans = n["spans"].as_array().unwrap();
+    assert_eq!(n["span_ids_with_logs"], serde_json::json!([sent["server"]]));
+    for sp in nspans {
+        assert_eq!(sp["has_logs"], sp["span_id"] == sent["server"], "{sp}");
+    }
+
     // Every search filter finds it; a contradicting one does not.
     let found = |ids: Vec<String>| ids == vec![tid.clone()];
     let none = |ids: Vec<String>| ids.is_empty();

@@ -1,6 +1,7 @@
 //! HTTP routers: the API/UI server (`server.http_addr`) and the OTLP/HTTP
 //! receiver (`server.otlp_http_addr`).
 
+pub mod logs;
 pub mod otlp;
 pub mod prom;
 pub mod traces;
@@ -23,6 +24,7 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .merge(traces::router())
+        .merge(logs::router())
         .fallback(not_found)
         .with_state(state)
 }

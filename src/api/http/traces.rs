@@ -472,8 +472,13 @@ async fn native_trace(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_trace_id(&id)?;
-    let (summary, spans) = run(&st, move |q| {
-        Ok((q.store().summary(&id)?, q.store().trace(&id)?))
+    let logs = st.runtime.read().as_ref().map(|r| r.stores.logs.clone());
+    let (summary, spans, with_logs) = run(&st, move |q| {
+        let with_logs = match logs {
+            Some(l) => l.span_ids_with_logs(&id)?,
+            None => Vec::new(),
+        };
+        Ok((q.store().summary(&id)?, q.store().trace(&id)?, with_logs))
     })
     .await?;
     let Some(summary) = summary.filter(|_| !spans.is_empty()) else {
@@ -485,7 +490,15 @@ async fn native_trace(
     };
     Ok(Json(json!({
         "summary": summary_json(&summary),
-        "spans": spans.iter().map(span_json).collect::<Vec<_>>(),
+        "spans": spans
+            .iter()
+            .map(|s| {
+                let mut v = span_json(s);
+                v["has_logs"] = json!(with_logs.contains(&s.span_id));
+                v
+            })
+            .collect::<Vec<_>>(),
+        "span_ids_with_logs": with_logs.iter().map(|s| s.to_hex()).collect::<Vec<_>>(),
     })))
 }
 

@@ -6,14 +6,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use parking_lot::RwLock;
 
+use super::logs::{self, LogPage, LogSearch, StoredLog, TailHub, TailReceiver};
 use super::traces::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
 use super::traces::types::{
     minute_of, Agg, DependencyEdge, OperationInfo, RedQuery, RedRow, SearchOutcome, TraceSearch,
     TraceSummary,
 };
-use super::{
-    LogQuery, LogStore, MetricStore, StorageError, StoreLifecycle, StoreStats, TraceStore,
-};
+use super::{LogStore, MetricStore, StorageError, StoreLifecycle, StoreStats, TraceStore};
 use crate::model::{LogRecord, Metric, Span, SpanId, SpanKind, TraceId};
 
 /// Everything the memory trace store holds.
@@ -230,9 +229,11 @@ impl TraceStore for MemoryTraceStore {
     }
 }
 
+/// Log records in arrival order with their ids; search scans them all.
 #[derive(Default)]
 pub struct MemoryLogStore {
-    records: RwLock<Vec<LogRecord>>,
+    records: RwLock<Vec<StoredLog>>,
+    tail: TailHub,
 }
 
 impl StoreLifecycle for MemoryLogStore {
@@ -251,24 +252,57 @@ impl StoreLifecycle for MemoryLogStore {
 }
 
 impl LogStore for MemoryLogStore {
-    fn write(&self, _seq: u64, records: Vec<LogRecord>) -> Result<(), StorageError> {
-        self.records.write().extend(records);
+    fn write(&self, seq: u64, records: Vec<LogRecord>) -> Result<(), StorageError> {
+        let stored: Vec<StoredLog> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| StoredLog {
+                id: logs::record_id(seq, i),
+                record,
+            })
+            .collect();
+        {
+            let mut all = self.records.write();
+            let lo = logs::record_id(seq, 0);
+            let hi = logs::record_id(seq + 1, 0);
+            all.retain(|r| r.id < lo || r.id >= hi);
+            all.extend(stored.iter().cloned());
+        }
+        self.tail.publish(&stored);
         Ok(())
     }
 
-    fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StorageError> {
+    fn search(&self, s: &LogSearch) -> Result<LogPage, StorageError> {
         let recs = self.records.read();
-        let mut out: Vec<LogRecord> = recs
-            .iter()
-            .filter(|r| q.start_ns.is_none_or(|s| r.time_ns >= s))
-            .filter(|r| q.end_ns.is_none_or(|e| r.time_ns < e))
-            .filter(|r| q.service.as_deref().is_none_or(|s| r.service_name() == s))
-            .filter(|r| q.trace_id.is_none_or(|t| r.trace_id == Some(t)))
-            .cloned()
-            .collect();
-        out.sort_by_key(|r| std::cmp::Reverse(r.time_ns));
-        out.truncate(q.limit);
-        Ok(out)
+        let mut page = LogPage {
+            histogram: vec![[0; 7]; s.buckets.map_or(0, |b| b.count)],
+            ..Default::default()
+        };
+        let mut hits: Vec<&StoredLog> = Vec::new();
+        for r in recs.iter() {
+            let t = r.record.time_ns;
+            if t < s.start_ns || t >= s.end_ns || !logs::matches(&s.filter, &r.record) {
+                continue;
+            }
+            page.total += 1;
+            if let Some(i) = s.buckets.and_then(|b| b.index(t)) {
+                page.histogram[i][logs::severity_class(r.record.severity_number as i64)] += 1;
+            }
+            if s.cursor.is_none_or(|c| r.cursor() < c) {
+                hits.push(r);
+            }
+        }
+        hits.sort_by_key(|r| std::cmp::Reverse(r.cursor()));
+        let limit = s.limit.min(logs::MAX_PAGE);
+        if hits.len() > limit && limit > 0 {
+            page.next_cursor = Some(hits[limit - 1].cursor());
+        }
+        page.records = hits.into_iter().take(limit).cloned().collect();
+        Ok(page)
+    }
+
+    fn subscribe(&self) -> TailReceiver {
+        self.tail.subscribe()
     }
 }
 
