@@ -231,13 +231,17 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
         max_record_bytes: cfg.ingest.max_record_bytes.0 as usize,
         max_future_skew_ns: cfg.ingest.max_future_skew.0.as_nanos() as u64,
     };
-    let pipeline = Arc::new(Pipeline::new(
-        wal.clone(),
-        limits,
-        MemoryBudget::new(cfg.ingest.max_inflight_bytes.0, telemetry.clone()),
-        telemetry.clone(),
-        cfg.ingest.retry_after.0,
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            wal.clone(),
+            limits,
+            MemoryBudget::new(cfg.ingest.max_inflight_bytes.0, telemetry.clone()),
+            telemetry.clone(),
+            cfg.ingest.retry_after.0,
+        )
+        .with_metric_guard(stores.metrics.series_guard())
+        .with_max_body_bytes(cfg.ingest.max_body_bytes.0),
+    );
     *runtime.write() = Some(Running::new(stores.clone(), pipeline.clone(), wal.clone()));
 
     let ingest_stop = CancellationToken::new();

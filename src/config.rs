@@ -239,14 +239,37 @@ impl Default for LogsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
-    /// Samples older than this are deleted.
+    /// Samples older than this are deleted (whole partitions at a time).
     pub retention: HumanDuration,
+    /// Time span of one on-disk partition.
+    pub partition_duration: HumanDuration,
+    /// The in-memory head is written to Parquet once its oldest unflushed
+    /// write is this old (and at shutdown); the WAL covers it until then.
+    pub head_flush_interval: HumanDuration,
+    /// A partition with more files than this is compacted into one.
+    pub compaction_files: usize,
+    /// Active series allowed per metric name; 0 means no limit.
+    pub max_series_per_metric: usize,
+    /// Active series allowed in total; 0 means no limit.
+    pub max_series: usize,
+    /// A series counts as active while it received a sample this recently.
+    pub active_series_window: HumanDuration,
+    /// Resource attributes copied onto every series as labels (after
+    /// `job` and `instance`, which are always derived).
+    pub promote_resource_attributes: Vec<String>,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
             retention: HumanDuration(Duration::from_secs(15 * 86_400)),
+            partition_duration: HumanDuration(Duration::from_secs(2 * 3600)),
+            head_flush_interval: HumanDuration(Duration::from_secs(10 * 60)),
+            compaction_files: 8,
+            max_series_per_metric: 50_000,
+            max_series: 2_000_000,
+            active_series_window: HumanDuration(Duration::from_secs(3600)),
+            promote_resource_attributes: vec![],
         }
     }
 }

@@ -8,7 +8,9 @@
 
 pub mod body;
 pub mod budget;
+pub mod cardinality;
 pub mod otlp;
+pub mod remote_write;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::model::{Batch, Signal};
+use crate::storage::metrics::SeriesGuard;
 use crate::storage::wal::{Wal, WalError};
 use crate::telemetry::Telemetry;
 pub use budget::{MemoryBudget, Reservation};
@@ -33,6 +36,7 @@ pub struct WalItem {
 pub enum Protocol {
     Grpc,
     Http,
+    RemoteWrite,
 }
 
 impl Protocol {
@@ -40,6 +44,7 @@ impl Protocol {
         match self {
             Protocol::Grpc => "grpc",
             Protocol::Http => "http",
+            Protocol::RemoteWrite => "remote_write",
         }
     }
 }
@@ -110,6 +115,8 @@ pub struct Pipeline {
     budget: MemoryBudget,
     telemetry: Arc<Telemetry>,
     retry_after: Duration,
+    metric_guard: Option<Arc<SeriesGuard>>,
+    max_body_bytes: u64,
 }
 
 fn now_ns() -> u64 {
@@ -133,7 +140,76 @@ impl Pipeline {
             budget,
             telemetry,
             retry_after,
+            metric_guard: None,
+            max_body_bytes: 16 << 20,
         }
+    }
+
+    /// The cap on request bodies as received (used by remote_write, whose
+    /// decompressed body may be up to 4 times larger).
+    pub fn with_max_body_bytes(mut self, n: u64) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
+    }
+
+    /// Consults `guard` (cardinality limits) before acknowledging metrics.
+    pub fn with_metric_guard(mut self, guard: Option<Arc<SeriesGuard>>) -> Self {
+        self.metric_guard = guard;
+        self
+    }
+
+    /// Decodes, validates and stores a remote_write body (snappy-compressed
+    /// protobuf) of at most `max_bytes` once decompressed.
+    pub async fn ingest_remote_write(
+        &self,
+        body: Bytes,
+        max_bytes: u64,
+    ) -> Result<Accepted, IngestError> {
+        let guard = self.metric_guard.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let raw = remote_write::unsnappy(&body, max_bytes)?;
+            let mut req = remote_write::decode(&raw)?;
+            remote_write::validate(&mut req)?;
+            let mut rejected = 0u64;
+            if let Some(g) = &guard {
+                let now = crate::storage::metrics::core::now_ms();
+                req.timeseries.retain(|ts| {
+                    let labels: crate::model::Labels = ts
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.clone(), l.value.clone()))
+                        .collect();
+                    let ok = g.admit_group(&[&labels], now).is_ok();
+                    if !ok {
+                        rejected += ts.samples.len() as u64;
+                    }
+                    ok
+                });
+            }
+            let payload = remote_write::wal_payload(&req);
+            let batch = Batch::Series(remote_write::to_series(req));
+            let accepted = Accepted {
+                accepted: batch.len() as u64,
+                rejected,
+                message: if rejected > 0 {
+                    format!("{rejected} samples of new series over the cardinality limits were rejected")
+                } else {
+                    String::new()
+                },
+            };
+            Ok::<_, IngestError>(Prepared {
+                payload,
+                batch,
+                accepted,
+            })
+        })
+        .await
+        .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))??;
+        self.commit(prepared, Protocol::RemoteWrite).await
     }
 
     pub fn budget(&self) -> &MemoryBudget {
@@ -153,10 +229,11 @@ impl Pipeline {
         body: Bytes,
     ) -> Result<Accepted, IngestError> {
         let limits = self.limits.clone();
+        let guard = self.metric_guard.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let req = otlp::decode(signal, format, &body)?;
             let raw = (format == PayloadFormat::Protobuf).then_some(body);
-            Ok::<_, IngestError>(prepare(req, raw, &limits))
+            Ok::<_, IngestError>(prepare(req, raw, &limits, guard.as_deref()))
         })
         .await
         .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))??;
@@ -166,9 +243,11 @@ impl Pipeline {
     /// Validates and stores a request decoded by the gRPC server.
     pub async fn ingest_request(&self, req: OtlpRequest) -> Result<Accepted, IngestError> {
         let limits = self.limits.clone();
-        let prepared = tokio::task::spawn_blocking(move || prepare(req, None, &limits))
-            .await
-            .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))?;
+        let guard = self.metric_guard.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(req, None, &limits, guard.as_deref()))
+                .await
+                .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))?;
         self.commit(prepared, Protocol::Grpc).await
     }
 
@@ -216,18 +295,37 @@ impl Pipeline {
 }
 
 /// Validation, WAL encoding and model conversion: the CPU part of ingest.
-fn prepare(mut req: OtlpRequest, raw: Option<Bytes>, limits: &otlp::Limits) -> Prepared {
+fn prepare(
+    mut req: OtlpRequest,
+    raw: Option<Bytes>,
+    limits: &otlp::Limits,
+    guard: Option<&SeriesGuard>,
+) -> Prepared {
     let rej = otlp::validate(&mut req, limits, now_ns());
     // Unchanged protobuf bodies go to the WAL as received: no re-encoding.
-    let payload = match raw {
+    let mut payload = match raw {
         Some(raw) if !rej.modified => otlp::wal_payload_from_raw(req.signal(), &raw),
         _ => otlp::wal_payload(&req),
     };
-    let batch = otlp::to_model(req);
+    let mut batch = otlp::to_model(req);
+    // Cardinality limits are decided here, before the WAL acknowledges.
+    let mut refused = 0;
+    if let (Some(g), Batch::Metrics(m)) = (guard, &mut batch) {
+        refused = cardinality::apply(g, m, &mut payload);
+    }
+    let mut message = rej.message();
+    if refused > 0 {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&format!(
+            "{refused} data points of new series over the cardinality limits were rejected"
+        ));
+    }
     let accepted = Accepted {
         accepted: batch.len() as u64,
-        rejected: rej.count,
-        message: rej.message(),
+        rejected: rej.count + refused,
+        message,
     };
     Prepared {
         payload,

@@ -4,6 +4,7 @@ mod support;
 
 mod config_example;
 mod crash;
+mod metrics_store;
 mod otlp_grpc;
 mod otlp_http;
 mod python_sdk;

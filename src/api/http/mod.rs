@@ -1,6 +1,7 @@
 //! HTTP routers: the API/UI server (`server.http_addr`) and the OTLP/HTTP
 //! receiver (`server.otlp_http_addr`).
 
+pub mod metrics_store;
 pub mod otlp;
 
 use axum::extract::State;
@@ -20,6 +21,7 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .merge(metrics_store::router())
         .fallback(not_found)
         .with_state(state)
 }
