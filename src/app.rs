@@ -248,7 +248,9 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
         .with_redactor(
             crate::ingest::redact::Redactor::new(&cfg.logs.redaction, telemetry.registry())
                 .map_err(|e| AppError::Other(format!("log redaction: {e}")))?,
-        ),
+        )
+        .with_metric_guard(stores.metrics.series_guard())
+        .with_max_body_bytes(cfg.ingest.max_body_bytes.0),
     );
     *runtime.write() = Some(Running::new(stores.clone(), pipeline.clone(), wal.clone()));
 

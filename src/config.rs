@@ -199,6 +199,7 @@ pub struct Config {
     pub wal: WalConfig,
     pub traces: TracesConfig,
     pub logs: LogsConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -307,6 +308,70 @@ impl LogsConfig {
     }
 }
 
+/// The metrics store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Samples older than this are deleted (whole partitions at a time).
+    pub retention: HumanDuration,
+    /// Time span of one on-disk partition.
+    pub partition_duration: HumanDuration,
+    /// The in-memory head is written to Parquet once its oldest unflushed
+    /// write is this old (and at shutdown); the WAL covers it until then.
+    pub head_flush_interval: HumanDuration,
+    /// A partition with more files than this is compacted into one.
+    pub compaction_files: usize,
+    /// Active series allowed per metric name; 0 means no limit.
+    pub max_series_per_metric: usize,
+    /// Active series allowed in total; 0 means no limit.
+    pub max_series: usize,
+    /// A series counts as active while it received a sample this recently.
+    pub active_series_window: HumanDuration,
+    /// Resource attributes copied onto every series as labels (after
+    /// `job` and `instance`, which are always derived).
+    pub promote_resource_attributes: Vec<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            retention: HumanDuration(Duration::from_secs(15 * 86_400)),
+            partition_duration: HumanDuration(Duration::from_secs(2 * 3600)),
+            head_flush_interval: HumanDuration(Duration::from_secs(10 * 60)),
+            compaction_files: 8,
+            max_series_per_metric: 50_000,
+            max_series: 2_000_000,
+            active_series_window: HumanDuration(Duration::from_secs(3600)),
+            promote_resource_attributes: vec![],
+        }
+    }
+}
+
+impl MetricsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        let p = self.partition_duration.0;
+        if p < Duration::from_secs(60) || p.subsec_nanos() != 0 || 86_400 % p.as_secs() != 0 {
+            return bad(
+                "metrics.partition_duration must be whole seconds, at least 1m, and divide a day",
+            );
+        }
+        if self.retention.0 < p {
+            return bad("metrics.retention must be at least metrics.partition_duration");
+        }
+        if self.head_flush_interval.0 < Duration::from_secs(1) {
+            return bad("metrics.head_flush_interval must be at least 1s");
+        }
+        if self.compaction_files < 2 {
+            return bad("metrics.compaction_files must be at least 2");
+        }
+        if self.active_series_window.0 < Duration::from_secs(60) {
+            return bad("metrics.active_series_window must be at least 1m");
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
@@ -391,6 +456,7 @@ impl Default for Config {
             wal: WalConfig::default(),
             traces: TracesConfig::default(),
             logs: LogsConfig::default(),
+            metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -560,6 +626,7 @@ impl Config {
         }
         self.traces.validate()?;
         self.logs.validate()?;
+        self.metrics.validate()?;
         let i = &self.ingest;
         if i.max_body_bytes.0 < 1024 {
             return bad(format!(

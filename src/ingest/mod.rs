@@ -8,8 +8,10 @@
 
 pub mod body;
 pub mod budget;
+pub mod cardinality;
 pub mod otlp;
 pub mod redact;
+pub mod remote_write;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::model::{Batch, Signal};
+use crate::storage::metrics::SeriesGuard;
 use crate::storage::wal::{Wal, WalError};
 use crate::telemetry::Telemetry;
 pub use budget::{MemoryBudget, Reservation};
@@ -34,6 +37,7 @@ pub struct WalItem {
 pub enum Protocol {
     Grpc,
     Http,
+    RemoteWrite,
 }
 
 impl Protocol {
@@ -41,6 +45,7 @@ impl Protocol {
         match self {
             Protocol::Grpc => "grpc",
             Protocol::Http => "http",
+            Protocol::RemoteWrite => "remote_write",
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct Pipeline {
     telemetry: Arc<Telemetry>,
     retry_after: Duration,
     redactor: Option<Arc<redact::Redactor>>,
+    metric_guard: Option<Arc<SeriesGuard>>,
+    max_body_bytes: u64,
 }
 
 fn now_ns() -> u64 {
@@ -136,7 +143,76 @@ impl Pipeline {
             telemetry,
             retry_after,
             redactor: None,
+            metric_guard: None,
+            max_body_bytes: 16 << 20,
         }
+    }
+
+    /// The cap on request bodies as received (used by remote_write, whose
+    /// decompressed body may be up to 4 times larger).
+    pub fn with_max_body_bytes(mut self, n: u64) -> Self {
+        self.max_body_bytes = n;
+        self
+    }
+
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
+    }
+
+    /// Consults `guard` (cardinality limits) before acknowledging metrics.
+    pub fn with_metric_guard(mut self, guard: Option<Arc<SeriesGuard>>) -> Self {
+        self.metric_guard = guard;
+        self
+    }
+
+    /// Decodes, validates and stores a remote_write body (snappy-compressed
+    /// protobuf) of at most `max_bytes` once decompressed.
+    pub async fn ingest_remote_write(
+        &self,
+        body: Bytes,
+        max_bytes: u64,
+    ) -> Result<Accepted, IngestError> {
+        let guard = self.metric_guard.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let raw = remote_write::unsnappy(&body, max_bytes)?;
+            let mut req = remote_write::decode(&raw)?;
+            remote_write::validate(&mut req)?;
+            let mut rejected = 0u64;
+            if let Some(g) = &guard {
+                let now = crate::storage::metrics::core::now_ms();
+                req.timeseries.retain(|ts| {
+                    let labels: crate::model::Labels = ts
+                        .labels
+                        .iter()
+                        .map(|l| (l.name.clone(), l.value.clone()))
+                        .collect();
+                    let ok = g.admit_group(&[&labels], now).is_ok();
+                    if !ok {
+                        rejected += ts.samples.len() as u64;
+                    }
+                    ok
+                });
+            }
+            let payload = remote_write::wal_payload(&req);
+            let batch = Batch::Series(remote_write::to_series(req));
+            let accepted = Accepted {
+                accepted: batch.len() as u64,
+                rejected,
+                message: if rejected > 0 {
+                    format!("{rejected} samples of new series over the cardinality limits were rejected")
+                } else {
+                    String::new()
+                },
+            };
+            Ok::<_, IngestError>(Prepared {
+                payload,
+                batch,
+                accepted,
+            })
+        })
+        .await
+        .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))??;
+        self.commit(prepared, Protocol::RemoteWrite).await
     }
 
     /// Masks log records with `redactor` before they are written.
@@ -163,10 +239,17 @@ impl Pipeline {
     ) -> Result<Accepted, IngestError> {
         let limits = self.limits.clone();
         let redactor = self.redactor.clone();
+        let guard = self.metric_guard.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let req = otlp::decode(signal, format, &body)?;
             let raw = (format == PayloadFormat::Protobuf).then_some(body);
-            Ok::<_, IngestError>(prepare(req, raw, &limits, redactor.as_deref()))
+            Ok::<_, IngestError>(prepare(
+                req,
+                raw,
+                &limits,
+                redactor.as_deref(),
+                guard.as_deref(),
+            ))
         })
         .await
         .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))??;
@@ -177,10 +260,12 @@ impl Pipeline {
     pub async fn ingest_request(&self, req: OtlpRequest) -> Result<Accepted, IngestError> {
         let limits = self.limits.clone();
         let redactor = self.redactor.clone();
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare(req, None, &limits, redactor.as_deref()))
-                .await
-                .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))?;
+        let guard = self.metric_guard.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            prepare(req, None, &limits, redactor.as_deref(), guard.as_deref())
+        })
+        .await
+        .map_err(|e| IngestError::Unavailable(format!("decoder task failed: {e}")))?;
         self.commit(prepared, Protocol::Grpc).await
     }
 
@@ -234,6 +319,7 @@ fn prepare(
     raw: Option<Bytes>,
     limits: &otlp::Limits,
     redactor: Option<&redact::Redactor>,
+    guard: Option<&SeriesGuard>,
 ) -> Prepared {
     let rej = otlp::validate(&mut req, limits, now_ns());
     let redacted = match (&mut req, redactor) {
@@ -241,17 +327,31 @@ fn prepare(
         _ => 0,
     };
     // Unchanged protobuf bodies go to the WAL as received: no re-encoding.
-    let payload = match raw {
+    let mut payload = match raw {
         Some(raw) if !rej.modified && redacted == 0 => {
             otlp::wal_payload_from_raw(req.signal(), &raw)
         }
         _ => otlp::wal_payload(&req),
     };
-    let batch = otlp::to_model(req);
+    let mut batch = otlp::to_model(req);
+    // Cardinality limits are decided here, before the WAL acknowledges.
+    let mut refused = 0;
+    if let (Some(g), Batch::Metrics(m)) = (guard, &mut batch) {
+        refused = cardinality::apply(g, m, &mut payload);
+    }
+    let mut message = rej.message();
+    if refused > 0 {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&format!(
+            "{refused} data points of new series over the cardinality limits were rejected"
+        ));
+    }
     let accepted = Accepted {
         accepted: batch.len() as u64,
-        rejected: rej.count,
-        message: rej.message(),
+        rejected: rej.count + refused,
+        message,
     };
     Prepared {
         payload,

@@ -94,6 +94,8 @@ pub enum Batch {
     Traces(Vec<Span>),
     Metrics(Vec<Metric>),
     Logs(Vec<LogRecord>),
+    /// Metric samples already in Prometheus form (remote_write).
+    Series(Vec<series::Series>),
 }
 
 impl Batch {
@@ -102,6 +104,7 @@ impl Batch {
             Batch::Traces(_) => Signal::Traces,
             Batch::Metrics(_) => Signal::Metrics,
             Batch::Logs(_) => Signal::Logs,
+            Batch::Series(_) => Signal::Metrics,
         }
     }
 
@@ -111,6 +114,7 @@ impl Batch {
             Batch::Traces(s) => s.len(),
             Batch::Metrics(m) => m.iter().map(Metric::point_count).sum(),
             Batch::Logs(l) => l.len(),
+            Batch::Series(s) => s.iter().map(|s| s.samples.len()).sum(),
         }
     }
 

@@ -7,12 +7,15 @@
 
 pub mod logs;
 pub mod memory;
+pub mod metrics;
 pub mod open;
 pub mod traces;
 pub mod wal;
 pub mod writer;
 
-use crate::model::{LogRecord, Metric, Span, SpanId, TraceId};
+use crate::model::{
+    LabelMatcher, Labels, LogRecord, Metric, MetricMeta, Series, Span, SpanId, TraceId,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -22,6 +25,8 @@ pub enum StorageError {
     Backend(String),
     #[error("storage is closed")]
     Closed,
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl StorageError {
@@ -30,6 +35,7 @@ impl StorageError {
             StorageError::Io(_) => "storage_io",
             StorageError::Backend(_) => "storage_backend",
             StorageError::Closed => "storage_closed",
+            StorageError::Unavailable(_) => "storage_unavailable",
         }
     }
 }
@@ -188,9 +194,45 @@ pub trait LogStore: StoreLifecycle {
 }
 
 pub trait MetricStore: StoreLifecycle {
+    /// OTLP metrics, mapped to series (delta sums accumulated to cumulative).
     fn write(&self, seq: u64, metrics: Vec<Metric>) -> Result<(), StorageError>;
-    /// Every stored metric block with this name, in arrival order.
-    fn metric(&self, name: &str) -> Result<Vec<Metric>, StorageError>;
+    /// Samples already in Prometheus form (remote_write).
+    fn write_series(&self, seq: u64, series: Vec<Series>) -> Result<(), StorageError>;
+    /// Series matching all matchers, with their samples in [start_ms, end_ms], samples time-ordered.
+    fn select(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError>;
+    /// Label sets of matching series with samples in the range (no samples).
+    fn series(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>, StorageError>;
+    fn label_names(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError>;
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError>;
+    fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError>;
+    /// Series counts by metric name and label (top `limit` of each).
+    fn cardinality(&self, limit: usize) -> Result<metrics::CardinalityStats, StorageError>;
+    /// The active-series registry ingest consults before acknowledging
+    /// writes, when cardinality limits are configured.
+    fn series_guard(&self) -> Option<std::sync::Arc<metrics::SeriesGuard>> {
+        None
+    }
 }
 
 #[cfg(test)]

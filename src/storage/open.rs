@@ -28,12 +28,56 @@ fn open_trace_store(
     Ok(Arc::new(super::traces::RocksTraceStore::open(&o)?))
 }
 
-/// The metrics store.
+/// The metrics store: Parquet files under `<data_dir>/metrics`, with the
+/// cardinality guard shared with ingest (its refusals are counted in
+/// `tern_metrics_series_rejected_total`).
 fn open_metric_store(
-    _cfg: &Config,
-    _telemetry: &Arc<Telemetry>,
+    cfg: &Config,
+    telemetry: &Arc<Telemetry>,
 ) -> Result<Arc<dyn MetricStore>, StorageError> {
-    Ok(Arc::new(super::memory::MemoryMetricStore::default()))
+    use super::metrics::{
+        MappingOptions, MetricsOptions, ParquetMetricStore, SeriesGuard, SeriesLimits,
+    };
+    let m = &cfg.metrics;
+    let ms = |d: std::time::Duration| d.as_millis().min(i64::MAX as u128) as i64;
+    let mapping = MappingOptions {
+        promote_resource_attributes: m.promote_resource_attributes.clone(),
+    };
+    let opts = MetricsOptions {
+        mapping: mapping.clone(),
+        retention_ms: ms(m.retention.0),
+        partition_ms: ms(m.partition_duration.0),
+        head_flush_ms: ms(m.head_flush_interval.0),
+        compaction_files: m.compaction_files,
+        ..MetricsOptions::default()
+    };
+    let rejected = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "tern_metrics_series_rejected_total",
+            "Samples or data points of new series refused by the cardinality limits",
+        ),
+        &["reason"],
+    )
+    .map_err(|e| StorageError::Backend(format!("self-metric definition: {e}")))?;
+    // A second store opened in the same process (tests) reuses the name.
+    let rejected = match telemetry.registry().register(Box::new(rejected.clone())) {
+        Ok(()) => Some(rejected),
+        Err(_) => None,
+    };
+    let guard = Arc::new(SeriesGuard::new(
+        SeriesLimits {
+            per_metric: m.max_series_per_metric,
+            total: m.max_series,
+            window_ms: ms(m.active_series_window.0),
+        },
+        mapping,
+        rejected,
+    ));
+    Ok(Arc::new(ParquetMetricStore::open(
+        &cfg.data_dir.join("metrics"),
+        opts,
+        Some(guard),
+    )?))
 }
 
 /// The log store: tantivy indexes, one per time partition, under `data_dir/logs`.

@@ -51,6 +51,7 @@ impl Stores {
             Batch::Traces(s) => self.traces.write(seq, s),
             Batch::Metrics(m) => self.metrics.write(seq, m),
             Batch::Logs(l) => self.logs.write(seq, l),
+            Batch::Series(s) => self.metrics.write_series(seq, s),
         }
     }
 

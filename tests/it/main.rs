@@ -6,6 +6,7 @@ mod bench_smoke;
 mod config_example;
 mod crash;
 mod logs;
+mod metrics_store;
 mod otlp_grpc;
 mod otlp_http;
 mod promql_api;

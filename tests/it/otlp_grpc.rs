@@ -3,7 +3,7 @@
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use tern::model::{MetricData, TraceId};
+use tern::model::TraceId;
 use tonic::codec::CompressionEncoding;
 use tonic_types::StatusExt;
 
@@ -36,11 +36,12 @@ async fn export_all_signals_with_gzip() {
     let t = s.srv().stores().traces.trace(&TraceId([5; 16])).unwrap();
     assert_eq!(t.len(), 1);
     assert_eq!(t[0].service_name(), "grpc-svc");
-    let m = s.srv().stores().metrics.metric("grpc_gauge").unwrap();
-    let MetricData::Gauge(p) = &m[0].data else {
-        panic!()
-    };
-    assert_eq!(p[0].value, 42.0);
+    s.eventually("the gauge", |srv| {
+        !crate::metrics_store::select_name(srv, "grpc_gauge").is_empty()
+    })
+    .await;
+    let m = crate::metrics_store::select_name(s.srv(), "grpc_gauge");
+    assert_eq!(m[0].samples[0].v, 42.0);
     assert_eq!(s.srv().stores().logs.stats().records, 1);
 }
 

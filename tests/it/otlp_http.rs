@@ -3,7 +3,8 @@
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
-use tern::model::{AnyValue, MetricData, TraceId};
+use tern::model::{AnyValue, TraceId};
+use tern::storage::metrics::mapping::{family_name, histogram_family_name};
 
 use crate::support::*;
 
@@ -272,12 +273,31 @@ async fn bad_ids_nan_and_huge_label_sets() {
         )
         .await;
     assert_eq!(r.status(), 200);
-    let m = s.srv().stores().metrics.metric("weird").unwrap();
-    let MetricData::Gauge(points) = &m[0].data else {
-        panic!()
-    };
-    assert!(points[0].value.is_nan());
-    assert_eq!(points[2].value, f64::NEG_INFINITY);
+    // Three points of one series at one timestamp: the last one wins.
+    s.eventually("the weird gauge", |srv| {
+        !crate::metrics_store::select_name(srv, "weird").is_empty()
+    })
+    .await;
+    let m = crate::metrics_store::select_name(s.srv(), "weird");
+    assert_eq!(m[0].samples.len(), 1);
+    assert_eq!(m[0].samples[0].v, f64::NEG_INFINITY);
+    let r = s
+        .post(
+            "/v1/metrics",
+            PB,
+            gauge_request("weird_nan", &[f64::NAN]).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    s.eventually("the NaN gauge", |srv| {
+        !crate::metrics_store::select_name(srv, "weird_nan").is_empty()
+    })
+    .await;
+    assert!(
+        crate::metrics_store::select_name(s.srv(), "weird_nan")[0].samples[0]
+            .v
+            .is_nan()
+    );
 
     let mut huge = span([3; 16], [3; 8], "huge");
     huge.attributes = (0..5000)
@@ -359,7 +379,11 @@ async fn conformance_otlp_json_files_round_trip_into_the_model() {
     let Some(dir) = conformance_dir("otlp_json_files_round_trip_into_the_model") else {
         return;
     };
-    let s = TestServer::start_with(&["ingest.max_future_skew=\"3650d\""]).await;
+    let s = TestServer::start_with(&[
+        "ingest.max_future_skew=\"3650d\"",
+        "metrics.retention=\"36500d\"",
+    ])
+    .await;
     let read = |f: &str| std::fs::read(dir.join("otlp").join(f)).unwrap();
     for (path, file) in [
         ("/v1/traces", "trace.json"),
@@ -401,45 +425,42 @@ async fn conformance_otlp_json_files_round_trip_into_the_model() {
         .unwrap()
     {
         let name = jm["name"].as_str().unwrap();
-        let stored = s.srv().stores().metrics.metric(name).unwrap();
-        assert_eq!(stored.len(), 1, "{name}");
-        let m = &stored[0];
-        match &m.data {
-            MetricData::Sum {
-                points, monotonic, ..
-            } => {
-                assert_eq!(*monotonic, jm["sum"]["isMonotonic"].as_bool().unwrap());
-                assert_eq!(
-                    points[0].value,
-                    jm["sum"]["dataPoints"][0]["asDouble"].as_f64().unwrap()
-                );
+        let unit = jm["unit"].as_str().unwrap_or("");
+        let last = |series: &str| -> f64 {
+            let got = crate::metrics_store::select_name(s.srv(), series);
+            assert!(!got.is_empty(), "{name} as {series}");
+            got[0].samples.last().unwrap().v
+        };
+        let num = |p: &serde_json::Value| {
+            p["asDouble"]
+                .as_f64()
+                .or_else(|| p["asInt"].as_str().and_then(|v| v.parse().ok()))
+                .or_else(|| p["asInt"].as_f64())
+                .unwrap()
+        };
+        if let Some(sum) = jm.get("sum") {
+            let monotonic = sum["isMonotonic"].as_bool().unwrap_or(false);
+            let series = family_name(name, unit, monotonic);
+            let v = num(&sum["dataPoints"][0]);
+            if sum["aggregationTemporality"].as_i64() != Some(1) {
+                assert_eq!(last(&series), v, "{name}");
             }
-            MetricData::Gauge(points) => {
-                assert_eq!(
-                    points[0].value,
-                    jm["gauge"]["dataPoints"][0]["asDouble"].as_f64().unwrap()
-                );
-            }
-            MetricData::Histogram { points, .. } => {
-                let jp = &jm["histogram"]["dataPoints"][0];
-                assert_eq!(points[0].count.to_string(), jp["count"].as_str().unwrap());
-                assert_eq!(points[0].sum, jp["sum"].as_f64());
-                assert_eq!(
-                    points[0].bucket_counts.len(),
-                    jp["bucketCounts"].as_array().unwrap().len()
-                );
-            }
-            MetricData::ExponentialHistogram { points, .. } => {
-                let jp = &jm["exponentialHistogram"]["dataPoints"][0];
-                assert_eq!(points[0].count.to_string(), jp["count"].as_str().unwrap());
-                assert_eq!(points[0].scale as i64, jp["scale"].as_i64().unwrap());
-            }
-            MetricData::Summary(points) => {
-                assert_eq!(
-                    points[0].count.to_string(),
-                    jm["summary"]["dataPoints"][0]["count"].as_str().unwrap()
-                );
-            }
+        } else if let Some(g) = jm.get("gauge") {
+            assert_eq!(
+                last(&family_name(name, unit, false)),
+                num(&g["dataPoints"][0])
+            );
+        } else {
+            let kind = ["histogram", "exponentialHistogram", "summary"]
+                .into_iter()
+                .find(|k| jm.get(*k).is_some())
+                .unwrap_or_else(|| panic!("metric {name} has a known type"));
+            let count: f64 = jm[kind]["dataPoints"][0]["count"]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+            let fam = histogram_family_name(name, unit);
+            assert_eq!(last(&format!("{fam}_count")), count, "{name}");
         }
     }
     // Logs and events: body, severity and trace context.

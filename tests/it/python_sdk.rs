@@ -3,11 +3,10 @@
 
 use std::process::Command;
 
-use tern::model::{
-    AnyValue, Metric, MetricData, SpanId, SpanKind, StatusCode, Temporality, TraceId,
-};
+use tern::model::{AnyValue, SpanId, SpanKind, StatusCode, TraceId};
 use tern::storage::LogQuery;
 
+use crate::metrics_store::select_name;
 use crate::support::*;
 
 fn python() -> String {
@@ -53,10 +52,6 @@ async fn run_sdk(
     );
     let line = String::from_utf8(out.stdout).unwrap();
     serde_json::from_str(line.trim().lines().last().unwrap()).unwrap()
-}
-
-fn last_value(ms: Vec<Metric>) -> MetricData {
-    ms.into_iter().last().expect("metric stored").data
 }
 
 fn str_attr<'a>(attrs: &'a tern::model::Attributes, k: &str) -> Option<&'a str> {
@@ -145,45 +140,33 @@ async fn check_protocol(protocol: &str) {
     assert_eq!(failed.span_id, Some(child_id));
     assert_eq!(failed.service_name(), service);
 
-    // Metrics: the last export holds the cumulative values.
-    let m = &s.srv().stores().metrics;
-    let counter = m.metric("e2e_requests").unwrap();
-    let MetricData::Sum {
-        points,
-        temporality,
-        monotonic,
-    } = last_value(counter.clone())
-    else {
-        panic!("counter is a sum")
+    // Metrics, as Prometheus series: the last export holds the totals.
+    s.eventually("the metrics", |srv| {
+        !select_name(srv, "e2e_temperature").is_empty()
+    })
+    .await;
+    let srv = s.srv();
+    let last = |name: &str| {
+        let got = select_name(srv, name);
+        assert_eq!(got.len(), 1, "{name}: {got:?}");
+        got[0].samples.last().unwrap().v
     };
-    assert!(monotonic);
-    assert_eq!(temporality, Temporality::Cumulative);
-    assert_eq!(points[0].value, 5.0);
-    assert_eq!(str_attr(&points[0].attributes, "route"), Some("/checkout"));
-    assert_eq!(counter.last().unwrap().unit, "1");
-    let MetricData::Sum {
-        points, monotonic, ..
-    } = last_value(m.metric("e2e_inflight").unwrap())
-    else {
-        panic!("up-down counter is a sum")
-    };
-    assert!(!monotonic);
-    assert_eq!(points[0].value, 2.0);
-    let MetricData::Histogram { points, .. } = last_value(m.metric("e2e_latency").unwrap()) else {
-        panic!("histogram")
-    };
-    assert_eq!(points[0].count, 3);
-    assert_eq!(points[0].sum, Some(56.0));
-    assert_eq!(points[0].bucket_counts.iter().sum::<u64>(), 3);
+    let counter = select_name(srv, "e2e_requests_total");
     assert_eq!(
-        points[0].bucket_counts.len(),
-        points[0].explicit_bounds.len() + 1
+        tern::model::label(&counter[0].labels, "route"),
+        Some("/checkout")
     );
-    let MetricData::Gauge(points) = last_value(m.metric("e2e_temperature").unwrap()) else {
-        panic!("gauge")
-    };
-    assert_eq!(points[0].value, 7.5);
-    assert_eq!(str_attr(&points[0].attributes, "room"), Some("a"));
+    assert_eq!(
+        tern::model::label(&counter[0].labels, "job"),
+        Some(service.as_str())
+    );
+    assert_eq!(last("e2e_requests_total"), 5.0);
+    assert_eq!(last("e2e_inflight"), 2.0);
+    assert_eq!(last("e2e_latency_milliseconds_count"), 3.0);
+    assert_eq!(last("e2e_latency_milliseconds_sum"), 56.0);
+    let buckets = select_name(srv, "e2e_latency_milliseconds_bucket");
+    assert!(buckets.len() > 2, "{buckets:?}");
+    assert_eq!(last("e2e_temperature"), 7.5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,19 +188,11 @@ async fn python_sdk_over_http_gzip() {
 async fn python_sdk_delta_points_add_up() {
     let s = TestServer::start().await;
     run_sdk(&s, "http", "py-delta", "delta").await;
-    let counter = s.srv().stores().metrics.metric("e2e_requests").unwrap();
-    let mut total = 0.0;
-    for m in &counter {
-        let MetricData::Sum {
-            points,
-            temporality,
-            ..
-        } = &m.data
-        else {
-            panic!()
-        };
-        assert_eq!(*temporality, Temporality::Delta);
-        total += points.iter().map(|p| p.value).sum::<f64>();
-    }
+    s.eventually("the counter", |srv| {
+        !select_name(srv, "e2e_requests_total").is_empty()
+    })
+    .await;
+    let counter = select_name(s.srv(), "e2e_requests_total");
+    let total = counter[0].samples.last().unwrap().v;
     assert_eq!(total, 5.0, "delta exports add up to what was counted");
 }

@@ -2,6 +2,7 @@
 //! receiver (`server.otlp_http_addr`).
 
 pub mod logs;
+pub mod metrics_store;
 pub mod otlp;
 pub mod prom;
 pub mod traces;
@@ -14,10 +15,18 @@ use axum::{Json, Router};
 
 use super::error::{ApiError, ErrorKind};
 use super::{ApiState, Phase};
-use crate::model::Signal;
+use crate::model::{LabelMatcher, Labels, MetricMeta, Series, Signal};
+use crate::query::promql::SeriesSource;
+use crate::storage::{MetricStore, StorageError};
+use std::sync::Arc;
 
-/// The API router: health, readiness, self-metrics and status.
+/// The API router: health, readiness, self-metrics, status, the trace, log
+/// and metrics APIs, and the Prometheus query API over the metrics store.
 pub fn api_router(state: ApiState) -> Router {
+    let promql = prom::prom_router(
+        Arc::new(RuntimeSeries(state.clone())),
+        prom::PromLimits::default(),
+    );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -25,8 +34,68 @@ pub fn api_router(state: ApiState) -> Router {
         .route("/api/v1/status", get(status))
         .merge(traces::router())
         .merge(logs::router())
+        .merge(metrics_store::router())
         .fallback(not_found)
         .with_state(state)
+        .merge(promql)
+}
+
+/// The metrics store as PromQL's series source; it answers "unavailable"
+/// until start-up has opened the stores.
+struct RuntimeSeries(ApiState);
+
+impl RuntimeSeries {
+    fn store(&self) -> Result<Arc<dyn MetricStore>, StorageError> {
+        self.0
+            .runtime
+            .read()
+            .as_ref()
+            .map(|r| r.stores.metrics.clone())
+            .ok_or_else(|| StorageError::Unavailable("the server is still starting".into()))
+    }
+}
+
+impl SeriesSource for RuntimeSeries {
+    fn select(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        self.store()?.select(matchers, start_ms, end_ms)
+    }
+
+    fn series(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        self.store()?.series(matchers, start_ms, end_ms)
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        self.store()?.label_names(matchers, start_ms, end_ms)
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        self.store()?.label_values(name, matchers, start_ms, end_ms)
+    }
+
+    fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError> {
+        self.store()?.metadata()
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -70,7 +70,9 @@ fn to_api(e: TraceQueryError) -> ApiError {
         TraceQueryError::BadRequest(_) => ErrorKind::BadRequest,
         TraceQueryError::NotFound(_) => ErrorKind::NotFound,
         TraceQueryError::Timeout(_) => ErrorKind::Unavailable,
-        TraceQueryError::Storage(StorageError::Closed) => ErrorKind::Unavailable,
+        TraceQueryError::Storage(StorageError::Closed | StorageError::Unavailable(_)) => {
+            ErrorKind::Unavailable
+        }
         TraceQueryError::Storage(_) => ErrorKind::Internal,
     };
     if kind == ErrorKind::Internal {

@@ -3,7 +3,8 @@
 //!
 //! WAL payload format: one byte naming the signal (1 traces, 2 metrics,
 //! 3 logs) followed by the protobuf encoding of the validated
-//! `Export*ServiceRequest`. Replay decodes it and converts it to the model
+//! `Export*ServiceRequest` (tag 4 is a remote_write request, see
+//! `ingest::remote_write`). Replay decodes it and converts it to the model
 //! without validating again, so what is replayed is exactly what was
 //! acknowledged.
 
@@ -166,10 +167,14 @@ pub fn wal_payload_from_raw(signal: Signal, raw: &[u8]) -> Vec<u8> {
 pub fn decode_wal_payload(payload: &[u8]) -> Result<Batch, String> {
     let (tag, body) = payload.split_first().ok_or("empty wal payload")?;
     let err = |e: prost::DecodeError| format!("undecodable wal payload: {e}");
-    let req = match tag {
+    let req = match *tag {
         1 => OtlpRequest::Traces(ExportTraceServiceRequest::decode(body).map_err(err)?),
         2 => OtlpRequest::Metrics(ExportMetricsServiceRequest::decode(body).map_err(err)?),
         3 => OtlpRequest::Logs(ExportLogsServiceRequest::decode(body).map_err(err)?),
+        super::remote_write::WAL_TAG => {
+            let req = super::remote_write::decode(body).map_err(|e| e.to_string())?;
+            return Ok(Batch::Series(super::remote_write::to_series(req)));
+        }
         other => return Err(format!("unknown wal payload tag {other}")),
     };
     Ok(to_model(req))

@@ -283,6 +283,9 @@ impl PromError {
             PromError::Execution(_) | PromError::TooManySamples(..) => "execution",
             PromError::Timeout(_) => "timeout",
             PromError::Canceled => "canceled",
+            PromError::Storage(StorageError::Closed | StorageError::Unavailable(_)) => {
+                "unavailable"
+            }
             PromError::Storage(_) => "internal",
         }
     }

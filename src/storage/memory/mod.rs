@@ -3,17 +3,21 @@
 //! here is durable: `durable_seq` is always 0, so the WAL keeps everything.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
 use super::logs::{self, LogPage, LogSearch, StoredLog, TailHub, TailReceiver};
+use super::metrics::{CardinalityStats, Core, MetricsOptions, SeriesGuard};
 use super::traces::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
 use super::traces::types::{
     minute_of, Agg, DependencyEdge, OperationInfo, RedQuery, RedRow, SearchOutcome, TraceSearch,
     TraceSummary,
 };
 use super::{LogStore, MetricStore, StorageError, StoreLifecycle, StoreStats, TraceStore};
-use crate::model::{LogRecord, Metric, Span, SpanId, SpanKind, TraceId};
+use crate::model::{
+    LabelMatcher, Labels, LogRecord, Metric, MetricMeta, Series, Span, SpanId, SpanKind, TraceId,
+};
 
 /// Everything the memory trace store holds.
 #[derive(Default)]
@@ -306,10 +310,23 @@ impl LogStore for MemoryLogStore {
     }
 }
 
-#[derive(Default)]
+/// The metrics engine without files: head and index only.
 pub struct MemoryMetricStore {
-    metrics: RwLock<HashMap<String, Vec<Metric>>>,
-    points: std::sync::atomic::AtomicU64,
+    core: Core,
+}
+
+impl Default for MemoryMetricStore {
+    fn default() -> Self {
+        MemoryMetricStore::new(MetricsOptions::default(), None)
+    }
+}
+
+impl MemoryMetricStore {
+    pub fn new(opts: MetricsOptions, guard: Option<Arc<SeriesGuard>>) -> Self {
+        MemoryMetricStore {
+            core: Core::new(opts, guard),
+        }
+    }
 }
 
 impl StoreLifecycle for MemoryMetricStore {
@@ -320,26 +337,68 @@ impl StoreLifecycle for MemoryMetricStore {
         Ok(())
     }
     fn stats(&self) -> StoreStats {
-        StoreStats {
-            records: self.points.load(std::sync::atomic::Ordering::Relaxed),
-            disk_bytes: 0,
-        }
+        self.core.stats()
     }
 }
 
 impl MetricStore for MemoryMetricStore {
-    fn write(&self, _seq: u64, metrics: Vec<Metric>) -> Result<(), StorageError> {
-        let mut map = self.metrics.write();
-        for m in metrics {
-            self.points
-                .fetch_add(m.point_count() as u64, std::sync::atomic::Ordering::Relaxed);
-            map.entry(m.name.clone()).or_default().push(m);
-        }
+    fn write(&self, seq: u64, metrics: Vec<Metric>) -> Result<(), StorageError> {
+        self.core.write_metrics(seq, &metrics);
         Ok(())
     }
 
-    fn metric(&self, name: &str) -> Result<Vec<Metric>, StorageError> {
-        Ok(self.metrics.read().get(name).cloned().unwrap_or_default())
+    fn write_series(&self, seq: u64, series: Vec<Series>) -> Result<(), StorageError> {
+        self.core.write_series(seq, series);
+        Ok(())
+    }
+
+    fn select(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        self.core.select(None, matchers, start_ms, end_ms)
+    }
+
+    fn series(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        self.core.series(matchers, start_ms, end_ms)
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        self.core.label_names(matchers, start_ms, end_ms)
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        self.core.label_values(name, matchers, start_ms, end_ms)
+    }
+
+    fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError> {
+        Ok(self.core.metadata())
+    }
+
+    fn cardinality(&self, limit: usize) -> Result<CardinalityStats, StorageError> {
+        Ok(self.core.cardinality(limit))
+    }
+
+    fn series_guard(&self) -> Option<Arc<SeriesGuard>> {
+        self.core.guard()
     }
 }
 

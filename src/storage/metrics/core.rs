@@ -1,0 +1,642 @@
+//! The metrics store engine shared by the in-memory and the Parquet store:
+//! the series registry and inverted label index, the in-memory head, delta
+//! accumulation, and the merge of head and on-disk samples at query time.
+//!
+//! Policy for out-of-order and duplicate samples: any sample inside the
+//! retention window is accepted, whatever its order; for identical
+//! timestamps of one series the last write wins (the head over files, newer
+//! files over older ones). Delta points are added to a running total per
+//! series; a delta point whose end time is not after the last one added is
+//! a re-send and is ignored, so identical re-exports never double count.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use regex::Regex;
+
+use super::guard::SeriesGuard;
+use super::mapping::{map_metrics, MappingOptions, PointKind};
+use super::{CardinalityStats, MetricsOptions};
+use crate::model::{
+    LabelMatcher, Labels, MatchOp, Metric, MetricMeta, Sample, Series, METRIC_NAME,
+};
+use crate::storage::{StorageError, StoreStats};
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Running total of a series fed by delta points.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct DeltaState {
+    pub total: f64,
+    pub last_ns: u64,
+}
+
+pub(super) struct SeriesEntry {
+    pub labels: Arc<Labels>,
+    /// Unflushed samples, time-ordered, unique timestamps.
+    pub head: Vec<Sample>,
+    /// Time range of every sample of the series (head and files).
+    pub min_t: i64,
+    pub max_t: i64,
+    pub delta: Option<DeltaState>,
+}
+
+/// Samples moved out of the head while they are written to disk.
+pub(super) struct Frozen {
+    pub samples: Vec<(u32, Vec<Sample>)>,
+}
+
+/// One on-disk file as the index knows it.
+pub struct FileRef {
+    pub name: String,
+    pub partition: i64,
+    pub min_t: i64,
+    pub max_t: i64,
+    pub samples: u64,
+    pub bytes: u64,
+    /// Write order: larger wins for identical timestamps.
+    pub generation: u64,
+    /// File-local series number → global series id.
+    pub ids: Vec<u32>,
+}
+
+/// Reads the samples of a file for the given local series numbers.
+pub trait FileReader: Send + Sync {
+    fn read(
+        &self,
+        file: &FileRef,
+        wanted: &HashSet<u32>,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<(u32, Sample)>, StorageError>;
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub series: Vec<SeriesEntry>,
+    pub ids: HashMap<Arc<Labels>, u32>,
+    /// label name → value → series ids (ascending).
+    pub postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    pub meta: BTreeMap<String, MetricMeta>,
+    pub frozen: Vec<Arc<Frozen>>,
+    pub files: Vec<Arc<FileRef>>,
+    pub last_seq: u64,
+    pub head_samples: u64,
+    pub disk_samples: u64,
+    pub oldest_unflushed: Option<Instant>,
+    pub dropped_too_old: u64,
+}
+
+impl State {
+    pub fn get_or_create(&mut self, labels: Labels) -> u32 {
+        if let Some(id) = self.ids.get(&labels) {
+            return *id;
+        }
+        let id = self.series.len() as u32;
+        let labels = Arc::new(labels);
+        for (k, v) in labels.iter() {
+            self.postings
+                .entry(k.clone())
+                .or_default()
+                .entry(v.clone())
+                .or_default()
+                .push(id);
+        }
+        self.ids.insert(labels.clone(), id);
+        self.series.push(SeriesEntry {
+            labels,
+            head: Vec::new(),
+            min_t: i64::MAX,
+            max_t: i64::MIN,
+            delta: None,
+        });
+        id
+    }
+
+    /// Inserts a sample into a series' head; true if it added a sample
+    /// (false when it replaced one with the same timestamp).
+    fn insert(&mut self, id: u32, s: Sample) -> bool {
+        let e = &mut self.series[id as usize];
+        e.min_t = e.min_t.min(s.t_ms);
+        e.max_t = e.max_t.max(s.t_ms);
+        let h = &mut e.head;
+        match h.last() {
+            Some(last) if last.t_ms < s.t_ms => h.push(s),
+            None => h.push(s),
+            _ => match h.binary_search_by_key(&s.t_ms, |x| x.t_ms) {
+                Ok(i) => {
+                    h[i] = s;
+                    return false;
+                }
+                Err(i) => h.insert(i, s),
+            },
+        }
+        self.head_samples += 1;
+        if self.oldest_unflushed.is_none() {
+            self.oldest_unflushed = Some(Instant::now());
+        }
+        true
+    }
+}
+
+fn compile(m: &LabelMatcher) -> Result<Option<Regex>, StorageError> {
+    match m.op {
+        MatchOp::Regex | MatchOp::NotRegex => {
+            regex::RegexBuilder::new(&format!("^(?:{})$", m.value))
+                .size_limit(1 << 20)
+                .build()
+                .map(Some)
+                .map_err(|e| {
+                    StorageError::Backend(format!("invalid regular expression {:?}: {e}", m.value))
+                })
+        }
+        _ => Ok(None),
+    }
+}
+
+struct Compiled<'a> {
+    m: &'a LabelMatcher,
+    re: Option<Regex>,
+}
+
+impl Compiled<'_> {
+    fn matches(&self, v: &str) -> bool {
+        match self.m.op {
+            MatchOp::Equal => v == self.m.value,
+            MatchOp::NotEqual => v != self.m.value,
+            MatchOp::Regex => self.re.as_ref().is_some_and(|r| r.is_match(v)),
+            MatchOp::NotRegex => !self.re.as_ref().is_some_and(|r| r.is_match(v)),
+        }
+    }
+}
+
+/// The engine; the Parquet store adds a [`FileReader`] and persistence.
+pub struct Core {
+    pub(super) opts: MetricsOptions,
+    pub(super) state: RwLock<State>,
+    pub(super) guard: Option<Arc<SeriesGuard>>,
+    pub(super) durable: AtomicU64,
+    pub(super) flush_lock: Mutex<()>,
+    pub(super) generation: AtomicU64,
+}
+
+impl Core {
+    pub fn new(opts: MetricsOptions, guard: Option<Arc<SeriesGuard>>) -> Self {
+        Core {
+            opts,
+            state: RwLock::new(State::default()),
+            guard,
+            durable: AtomicU64::new(0),
+            flush_lock: Mutex::new(()),
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    pub fn mapping(&self) -> &MappingOptions {
+        &self.opts.mapping
+    }
+
+    pub fn guard(&self) -> Option<Arc<SeriesGuard>> {
+        self.guard.clone()
+    }
+
+    fn min_time(&self) -> i64 {
+        if self.opts.retention_ms <= 0 {
+            i64::MIN
+        } else {
+            now_ms() - self.opts.retention_ms
+        }
+    }
+
+    /// OTLP metrics, mapped and accumulated.
+    pub fn write_metrics(&self, seq: u64, metrics: &[Metric]) {
+        let mapped = map_metrics(metrics, &self.opts.mapping);
+        let min_t = self.min_time();
+        let mut touched = Vec::new();
+        {
+            let mut st = self.state.write();
+            for m in mapped.meta {
+                st.meta.insert(m.metric.clone(), m);
+            }
+            for p in mapped.points {
+                if p.t_ms < min_t {
+                    st.dropped_too_old += 1;
+                    continue;
+                }
+                let id = st.get_or_create(p.labels);
+                let v = match p.kind {
+                    PointKind::Absolute => p.v,
+                    PointKind::Delta { time_ns } => {
+                        let e = &mut st.series[id as usize];
+                        let d = e.delta.get_or_insert(DeltaState {
+                            total: 0.0,
+                            last_ns: 0,
+                        });
+                        if time_ns <= d.last_ns {
+                            continue;
+                        }
+                        d.total += p.v;
+                        d.last_ns = time_ns;
+                        d.total
+                    }
+                };
+                st.insert(id, Sample { t_ms: p.t_ms, v });
+                touched.push(id);
+            }
+            st.last_seq = st.last_seq.max(seq);
+            if self.guard.is_some() {
+                touched.dedup();
+                let labels: Vec<Arc<Labels>> = touched
+                    .iter()
+                    .map(|i| st.series[*i as usize].labels.clone())
+                    .collect();
+                drop(st);
+                self.register(&labels);
+            }
+        }
+    }
+
+    fn register(&self, labels: &[Arc<Labels>]) {
+        if let Some(g) = &self.guard {
+            g.register(labels.iter().map(|l| &**l), now_ms());
+        }
+    }
+
+    /// Prometheus series as given (remote_write).
+    pub fn write_series(&self, seq: u64, series: Vec<Series>) {
+        let min_t = self.min_time();
+        let mut touched = Vec::new();
+        let mut st = self.state.write();
+        for s in series {
+            let id = st.get_or_create(s.labels);
+            for x in s.samples {
+                if x.t_ms < min_t {
+                    st.dropped_too_old += 1;
+                    continue;
+                }
+                st.insert(id, x);
+            }
+            touched.push(id);
+        }
+        st.last_seq = st.last_seq.max(seq);
+        if self.guard.is_some() {
+            let labels: Vec<Arc<Labels>> = touched
+                .iter()
+                .map(|i| st.series[*i as usize].labels.clone())
+                .collect();
+            drop(st);
+            self.register(&labels);
+        }
+    }
+
+    /// Ids of the series matching every matcher, ascending.
+    fn matching(st: &State, matchers: &[LabelMatcher]) -> Result<Vec<u32>, StorageError> {
+        let compiled: Vec<Compiled> = matchers
+            .iter()
+            .map(|m| compile(m).map(|re| Compiled { m, re }))
+            .collect::<Result<_, StorageError>>()?;
+        // Candidates from the postings of matchers that reject the empty
+        // value (so only series having the label can match).
+        let mut candidates: Option<Vec<u32>> = None;
+        for c in &compiled {
+            if c.matches("") {
+                continue;
+            }
+            let mut ids: Vec<u32> = Vec::new();
+            if let Some(values) = st.postings.get(&c.m.name) {
+                if c.m.op == MatchOp::Equal {
+                    if let Some(p) = values.get(&c.m.value) {
+                        ids.extend_from_slice(p);
+                    }
+                } else {
+                    for (v, p) in values {
+                        if c.matches(v) {
+                            ids.extend_from_slice(p);
+                        }
+                    }
+                    ids.sort_unstable();
+                }
+            }
+            candidates = Some(match candidates {
+                None => ids,
+                Some(prev) => intersect(&prev, &ids),
+            });
+            if candidates.as_ref().is_some_and(|c| c.is_empty()) {
+                return Ok(vec![]);
+            }
+        }
+        let candidates = candidates.unwrap_or_else(|| (0..st.series.len() as u32).collect());
+        Ok(candidates
+            .into_iter()
+            .filter(|id| {
+                let l = &st.series[*id as usize].labels;
+                compiled
+                    .iter()
+                    .all(|c| c.matches(crate::model::label(l, &c.m.name).unwrap_or("")))
+            })
+            .collect())
+    }
+
+    /// Label sets of matching series with samples in the range.
+    pub fn series(
+        &self,
+        matchers: &[LabelMatcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Labels>, StorageError> {
+        let st = self.state.read();
+        let ids = Self::matching(&st, matchers)?;
+        let mut out: Vec<Labels> = ids
+            .into_iter()
+            .map(|id| &st.series[id as usize])
+            .filter(|e| e.max_t >= start && e.min_t <= end && e.min_t <= e.max_t)
+            .map(|e| (*e.labels).clone())
+            .collect();
+        if out.len() > self.opts.max_query_series {
+            return Err(too_many(self.opts.max_query_series));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn label_names(
+        &self,
+        matchers: &[LabelMatcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        if matchers.is_empty() {
+            let st = self.state.read();
+            let mut names: Vec<String> = st
+                .postings
+                .iter()
+                .filter(|(_, values)| {
+                    values.values().flatten().any(|id| {
+                        let e = &st.series[*id as usize];
+                        e.max_t >= start && e.min_t <= end
+                    })
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            names.sort();
+            return Ok(names);
+        }
+        let mut names: Vec<String> = self
+            .series(matchers, start, end)?
+            .into_iter()
+            .flat_map(|l| l.into_iter().map(|(k, _)| k))
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    pub fn label_values(
+        &self,
+        name: &str,
+        matchers: &[LabelMatcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        if matchers.is_empty() {
+            let st = self.state.read();
+            let mut values: Vec<String> = st
+                .postings
+                .get(name)
+                .map(|vals| {
+                    vals.iter()
+                        .filter(|(_, ids)| {
+                            ids.iter().any(|id| {
+                                let e = &st.series[*id as usize];
+                                e.max_t >= start && e.min_t <= end
+                            })
+                        })
+                        .map(|(v, _)| v.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            values.sort();
+            return Ok(values);
+        }
+        let mut values: Vec<String> = self
+            .series(matchers, start, end)?
+            .into_iter()
+            .filter_map(|l| crate::model::label(&l, name).map(str::to_string))
+            .collect();
+        values.sort();
+        values.dedup();
+        Ok(values)
+    }
+
+    pub fn metadata(&self) -> Vec<MetricMeta> {
+        self.state.read().meta.values().cloned().collect()
+    }
+
+    /// Matching series with their samples in `[start, end]`, merged over
+    /// head, frozen head and files.
+    pub fn select(
+        &self,
+        reader: Option<&dyn FileReader>,
+        matchers: &[LabelMatcher],
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        // (generation, sample) per series; generation orders duplicates.
+        let mut acc: HashMap<u32, Vec<(i64, u64, f64)>> = HashMap::new();
+        let (labels, files) = {
+            let st = self.state.read();
+            let ids: Vec<u32> = Self::matching(&st, matchers)?
+                .into_iter()
+                .filter(|id| {
+                    let e = &st.series[*id as usize];
+                    e.max_t >= start && e.min_t <= end
+                })
+                .collect();
+            if ids.len() > self.opts.max_query_series {
+                return Err(too_many(self.opts.max_query_series));
+            }
+            let mut budget = self.opts.max_query_samples;
+            let wanted: HashSet<u32> = ids.iter().copied().collect();
+            for f in st.frozen.iter() {
+                for (id, samples) in &f.samples {
+                    if wanted.contains(id) {
+                        let v = acc.entry(*id).or_default();
+                        for s in in_range(samples, start, end) {
+                            v.push((s.t_ms, u64::MAX - 1, s.v));
+                        }
+                    }
+                }
+            }
+            for id in &ids {
+                let e = &st.series[*id as usize];
+                let v = acc.entry(*id).or_default();
+                for s in in_range(&e.head, start, end) {
+                    v.push((s.t_ms, u64::MAX, s.v));
+                }
+                budget = budget.saturating_sub(v.len());
+            }
+            if budget == 0 {
+                return Err(too_many_samples(self.opts.max_query_samples));
+            }
+            let files: Vec<Arc<FileRef>> = st
+                .files
+                .iter()
+                .filter(|f| f.max_t >= start && f.min_t <= end)
+                .cloned()
+                .collect();
+            let labels: Vec<(u32, Arc<Labels>)> = ids
+                .iter()
+                .map(|id| (*id, st.series[*id as usize].labels.clone()))
+                .collect();
+            (labels, files)
+        };
+        if let Some(reader) = reader {
+            let wanted_global: HashSet<u32> = labels.iter().map(|(id, _)| *id).collect();
+            let mut total: usize = acc.values().map(Vec::len).sum();
+            for f in files {
+                let wanted: HashSet<u32> = f
+                    .ids
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| wanted_global.contains(g))
+                    .map(|(l, _)| l as u32)
+                    .collect();
+                if wanted.is_empty() {
+                    continue;
+                }
+                let rows = reader.read(&f, &wanted, start, end)?;
+                total += rows.len();
+                if total > self.opts.max_query_samples {
+                    return Err(too_many_samples(self.opts.max_query_samples));
+                }
+                for (local, s) in rows {
+                    if let Some(g) = f.ids.get(local as usize) {
+                        acc.entry(*g).or_default().push((s.t_ms, f.generation, s.v));
+                    }
+                }
+            }
+        }
+        let mut out: Vec<Series> = labels
+            .into_iter()
+            .filter_map(|(id, l)| {
+                let mut v = acc.remove(&id)?;
+                v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                let mut samples: Vec<Sample> = Vec::with_capacity(v.len());
+                for (t, _, val) in v {
+                    match samples.last_mut() {
+                        Some(last) if last.t_ms == t => last.v = val,
+                        _ => samples.push(Sample { t_ms: t, v: val }),
+                    }
+                }
+                (!samples.is_empty()).then(|| Series {
+                    labels: (*l).clone(),
+                    samples,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let st = self.state.read();
+        StoreStats {
+            records: st.head_samples + st.disk_samples,
+            disk_bytes: st.files.iter().map(|f| f.bytes).sum(),
+        }
+    }
+
+    /// Series counts by metric name and label, the top `limit` of each.
+    pub fn cardinality(&self, limit: usize) -> CardinalityStats {
+        let st = self.state.read();
+        let top = |mut v: Vec<(String, u64)>| {
+            v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            v.truncate(limit);
+            v
+        };
+        let by_metric: Vec<(String, u64)> = st
+            .postings
+            .get(METRIC_NAME)
+            .map(|vals| {
+                vals.iter()
+                    .map(|(k, ids)| (k.clone(), ids.len() as u64))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let value_counts: Vec<(String, u64)> = st
+            .postings
+            .iter()
+            .map(|(k, vals)| (k.clone(), vals.len() as u64))
+            .collect();
+        let pairs: Vec<(String, u64)> = st
+            .postings
+            .iter()
+            .flat_map(|(k, vals)| {
+                vals.iter()
+                    .map(move |(v, ids)| (format!("{k}={v}"), ids.len() as u64))
+            })
+            .collect();
+        let memory: Vec<(String, u64)> = st
+            .postings
+            .iter()
+            .map(|(k, vals)| {
+                (
+                    k.clone(),
+                    vals.iter()
+                        .map(|(v, ids)| (v.len() * ids.len()) as u64)
+                        .sum::<u64>(),
+                )
+            })
+            .collect();
+        CardinalityStats {
+            num_series: st.series.len() as u64,
+            head_samples: st.head_samples,
+            active_series: self.guard.as_ref().map(|g| g.active() as u64),
+            series_count_by_metric_name: top(by_metric),
+            label_value_count_by_label_name: top(value_counts),
+            memory_in_bytes_by_label_name: top(memory),
+            series_count_by_label_value_pair: top(pairs),
+        }
+    }
+}
+
+fn too_many(n: usize) -> StorageError {
+    StorageError::Backend(format!(
+        "the query matches more than {n} series: narrow the selector"
+    ))
+}
+
+fn too_many_samples(n: usize) -> StorageError {
+    StorageError::Backend(format!(
+        "the query would load more than {n} samples: narrow the selector or the time range"
+    ))
+}
+
+fn in_range(samples: &[Sample], start: i64, end: i64) -> impl Iterator<Item = &Sample> {
+    let from = samples.partition_point(|s| s.t_ms < start);
+    samples[from..].iter().take_while(move |s| s.t_ms <= end)
+}
+
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
