@@ -2,7 +2,10 @@
 # Installs what building and testing tern needs on Debian/Ubuntu, skipping
 # whatever is already present. Sourced by scripts/run.sh and scripts/test.sh.
 #   setup.sh build   - system packages for the build (C toolchain, clang for RocksDB bindings)
-#   setup.sh test    - the above, plus the test clients (OpenTelemetry Python SDK)
+#   setup.sh test    - the above, plus the test clients (OpenTelemetry Python
+#                      SDK, Prometheus as a remote_write sender and PromQL reference)
+#   setup.sh bench   - the build packages, plus Prometheus and VictoriaMetrics
+#                      for the benchmark's compare mode
 set -euo pipefail
 
 what="${1:-build}"
@@ -27,6 +30,11 @@ if [ "$what" = test ]; then
   # python3 and pip may come from elsewhere (pyenv); only ask apt when absent.
   command -v python3 >/dev/null || missing+=(python3)
   python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+  command -v prometheus >/dev/null || missing+=(prometheus)
+fi
+if [ "$what" = bench ]; then
+  command -v prometheus >/dev/null || missing+=(prometheus)
+  command -v victoria-metrics >/dev/null || missing+=(victoria-metrics)
 fi
 if [ "${#missing[@]}" -gt 0 ]; then
   if command -v apt-get >/dev/null; then

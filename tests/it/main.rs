@@ -9,6 +9,7 @@ mod logs;
 mod metrics_store;
 mod otlp_grpc;
 mod otlp_http;
+mod prometheus_remote_write;
 mod promql_api;
 mod python_sdk;
 mod traces;

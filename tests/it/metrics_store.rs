@@ -60,6 +60,22 @@ async fn run_sdk(s: &TestServer, service: &str, temporality: &str) {
     );
 }
 
+/// The value of an instant query that must return exactly one sample.
+async fn prom_value(s: &TestServer, expr: &str) -> f64 {
+    let data = s.promql(expr, None).await;
+    assert_eq!(data["resultType"], "vector", "{data}");
+    assert_eq!(
+        data["result"].as_array().unwrap().len(),
+        1,
+        "{expr}: {data}"
+    );
+    data["result"][0]["value"][1]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 async fn check_sdk_metrics(temporality: &str) {
     let s = TestServer::start().await;
     let service = format!("py-metrics-{temporality}");
@@ -112,6 +128,40 @@ async fn check_sdk_metrics(temporality: &str) {
         label(&target[0].labels, "telemetry_sdk_language"),
         Some("python")
     );
+
+    // The same through PromQL over the Prometheus HTTP API.
+    let job = format!("job=\"{service}\"");
+    assert_eq!(
+        prom_value(&s, &format!("e2e_requests_total{{{job}}}")).await,
+        5.0
+    );
+    assert_eq!(prom_value(&s, &format!("e2e_inflight{{{job}}}")).await, 2.0);
+    assert_eq!(
+        prom_value(&s, &format!("e2e_temperature{{{job},room=\"a\"}}")).await,
+        7.5
+    );
+    assert_eq!(
+        prom_value(&s, &format!("sum(e2e_latency_milliseconds_count{{{job}}})")).await,
+        3.0
+    );
+    assert_eq!(
+        prom_value(&s, &format!(
+            "e2e_latency_milliseconds_bucket{{{job},le=\"5\"}} / ignoring(le) e2e_latency_milliseconds_count"
+        ))
+        .await,
+        2.0 / 3.0
+    );
+    // Two of three observations are at most 5 ms: the median is in (0, 5].
+    let median = prom_value(
+        &s,
+        &format!("histogram_quantile(0.5, e2e_latency_milliseconds_bucket{{{job}}})"),
+    )
+    .await;
+    assert!(median > 0.0 && median <= 5.0, "{median}");
+    let names = s
+        .promql("count by (__name__) ({__name__=~\"e2e_.*\"})", None)
+        .await;
+    assert!(names["result"].as_array().unwrap().len() >= 6, "{names}");
 
     let meta = srv.stores().metrics.metadata().unwrap();
     let m = meta

@@ -120,6 +120,27 @@ impl TestServer {
             .expect("request sent")
     }
 
+    /// Runs a PromQL instant query at `time` (Unix seconds; now when None)
+    /// through the Prometheus HTTP API and returns the `data` of a success.
+    pub async fn promql(&self, expr: &str, time: Option<f64>) -> serde_json::Value {
+        let mut params = vec![("query", expr.to_string())];
+        if let Some(t) = time {
+            params.push(("time", format!("{t:.3}")));
+        }
+        let r = self
+            .http
+            .post(self.api_url("/api/v1/query"))
+            .form(&params)
+            .send()
+            .await
+            .expect("query sent");
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.expect("json answer");
+        assert_eq!(status, 200, "{expr}: {body}");
+        assert_eq!(body["status"], "success", "{expr}: {body}");
+        body["data"].clone()
+    }
+
     /// Polls until `f` holds, for at most 10 s.
     pub async fn eventually(&self, what: &str, f: impl Fn(&Server) -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
