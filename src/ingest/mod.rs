@@ -173,13 +173,14 @@ impl Pipeline {
         max_bytes: u64,
     ) -> Result<Accepted, IngestError> {
         let guard = self.metric_guard.clone();
+        let limits = self.limits.clone();
         let prepared = tokio::task::spawn_blocking(move || {
             let raw = remote_write::unsnappy(&body, max_bytes)?;
             let mut req = remote_write::decode(&raw)?;
-            remote_write::validate(&mut req)?;
-            let mut rejected = 0u64;
+            let now = crate::storage::metrics::core::now_ms();
+            let too_new = remote_write::validate(&mut req, &limits, now)?;
+            let mut over_limit = 0u64;
             if let Some(g) = &guard {
-                let now = crate::storage::metrics::core::now_ms();
                 req.timeseries.retain(|ts| {
                     let labels: crate::model::Labels = ts
                         .labels
@@ -188,21 +189,28 @@ impl Pipeline {
                         .collect();
                     let ok = g.admit_group(&[&labels], now).is_ok();
                     if !ok {
-                        rejected += ts.samples.len() as u64;
+                        over_limit += ts.samples.len() as u64;
                     }
                     ok
                 });
             }
             let payload = remote_write::wal_payload(&req);
             let batch = Batch::Series(remote_write::to_series(req));
+            let mut reasons = Vec::new();
+            if too_new > 0 {
+                reasons.push(format!(
+                    "{too_new} samples more than ingest.max_future_skew ahead of the server's clock were rejected"
+                ));
+            }
+            if over_limit > 0 {
+                reasons.push(format!(
+                    "{over_limit} samples of new series over the cardinality limits were rejected"
+                ));
+            }
             let accepted = Accepted {
                 accepted: batch.len() as u64,
-                rejected,
-                message: if rejected > 0 {
-                    format!("{rejected} samples of new series over the cardinality limits were rejected")
-                } else {
-                    String::new()
-                },
+                rejected: too_new + over_limit,
+                message: reasons.join("; "),
             };
             Ok::<_, IngestError>(Prepared {
                 payload,

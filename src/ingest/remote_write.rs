@@ -73,13 +73,33 @@ fn valid_label_name(n: &str) -> bool {
 
 /// Normalises every series in place (sorted labels, empty values dropped)
 /// and checks it.
-pub fn validate(req: &mut WriteRequest) -> Result<(), IngestError> {
+pub fn validate(
+    req: &mut WriteRequest,
+    limits: &super::otlp::Limits,
+    now_ms: i64,
+) -> Result<u64, IngestError> {
+    let max_t = now_ms.saturating_add((limits.max_future_skew_ns / 1_000_000) as i64);
+    let mut dropped = 0u64;
     for (i, ts) in req.timeseries.iter_mut().enumerate() {
         ts.labels.retain(|l| !l.value.is_empty());
         ts.labels.sort_by(|a, b| a.name.cmp(&b.name));
         let bad = |m: String| Err(IngestError::Malformed(format!("time series {i}: {m}")));
         if !ts.labels.iter().any(|l| l.name == METRIC_NAME) {
             return bad("no __name__ label".into());
+        }
+        if ts.labels.len() > limits.max_attributes {
+            return bad(format!(
+                "{} labels, more than the limit of {}",
+                ts.labels.len(),
+                limits.max_attributes
+            ));
+        }
+        let label_bytes: usize = ts.labels.iter().map(|l| l.name.len() + l.value.len()).sum();
+        if label_bytes > limits.max_record_bytes {
+            return bad(format!(
+                "labels of {label_bytes} bytes, more than the limit of {}",
+                limits.max_record_bytes
+            ));
         }
         for w in ts.labels.windows(2) {
             if w[0].name == w[1].name {
@@ -89,8 +109,11 @@ pub fn validate(req: &mut WriteRequest) -> Result<(), IngestError> {
         if let Some(l) = ts.labels.iter().find(|l| !valid_label_name(&l.name)) {
             return bad(format!("invalid label name {:?}", l.name));
         }
+        let before = ts.samples.len();
+        ts.samples.retain(|s| s.timestamp <= max_t);
+        dropped += (before - ts.samples.len()) as u64;
     }
-    Ok(())
+    Ok(dropped)
 }
 
 /// Converts a validated request to series.
@@ -154,7 +177,8 @@ mod tests {
             .unwrap();
         let mut decoded = decode(&unsnappy(&body, 1 << 20).unwrap()).unwrap();
         assert_eq!(decoded, r);
-        validate(&mut decoded).unwrap();
+        let limits = crate::ingest::otlp::Limits::default();
+        assert_eq!(validate(&mut decoded, &limits, 2000).unwrap(), 0);
         let s = to_series(decoded);
         assert_eq!(
             s[0].labels,
@@ -169,12 +193,33 @@ mod tests {
             unsnappy(b"\xff\xff\xff", 100),
             Err(IngestError::Malformed(_))
         ));
-        assert!(validate(&mut req(&[("job", "a")])).is_err());
-        assert!(validate(&mut req(&[("__name__", "a"), ("1x", "b")])).is_err());
+        let check = |r: &mut WriteRequest| validate(r, &limits, 2000);
+        assert!(check(&mut req(&[("job", "a")])).is_err());
+        assert!(check(&mut req(&[("__name__", "a"), ("1x", "b")])).is_err());
         r.timeseries[0].labels.push(Label {
             name: "job".into(),
             value: "b".into(),
         });
-        assert!(validate(&mut r).is_err());
+        assert!(check(&mut r).is_err());
+
+        // Too many labels, or labels too large: the request is refused.
+        let many: Vec<(String, String)> = (0..=limits.max_attributes)
+            .map(|i| (format!("l{i}"), "v".to_string()))
+            .chain([("__name__".to_string(), "m".to_string())])
+            .collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let e = check(&mut req(&many)).unwrap_err().to_string();
+        assert!(e.contains("labels, more than the limit"), "{e}");
+        let huge = "x".repeat(limits.max_record_bytes);
+        assert!(check(&mut req(&[("__name__", "m"), ("big", &huge)])).is_err());
+
+        // Samples too far ahead are dropped and counted; the rest stay.
+        let mut r = req(&[("__name__", "m")]);
+        r.timeseries[0].samples.push(PromSample {
+            value: 2.0,
+            timestamp: 2000 + 3_600_001,
+        });
+        assert_eq!(validate(&mut r, &limits, 2000).unwrap(), 1);
+        assert_eq!(r.timeseries[0].samples.len(), 1);
     }
 }

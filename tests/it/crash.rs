@@ -173,3 +173,103 @@ async fn a_second_server_cannot_share_the_data_dir() {
         "{err}"
     );
 }
+
+/// Remote-writes one sample per request (series `crash_w{job=w}`, one
+/// second apart) from 4 writers until SIGKILL; returns
+/// the acknowledged (writer, timestamp) pairs.
+async fn remote_write_until_killed(p: &mut Proc, kill_after_acks: usize) -> Vec<(String, i64)> {
+    use crate::metrics_store::{snappy, write_request};
+    let acked = Arc::new(Mutex::new(Vec::<(String, i64)>::new()));
+    let url = format!("http://{}/api/v1/write", p.http);
+    // Two hours back, one sample a second: inside retention, never ahead of now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let base = now - 7_200_000;
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let acked = acked.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let job = format!("w{w}");
+            for i in 0i64.. {
+                let t = base + i * 1_000;
+                let body = snappy(&write_request(&[("crash_w", &job, &[(t, i as f64)])]));
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/x-protobuf")
+                    .header("content-encoding", "snappy")
+                    .header("x-prometheus-remote-write-version", "0.1.0")
+                    .body(body)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.status().is_success() => {
+                        acked.lock().unwrap().push((job.clone(), t))
+                    }
+                    Ok(r) => panic!("unexpected status {}", r.status()),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < kill_after_acks {
+        assert!(std::time::Instant::now() < deadline, "writes too slow");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v = acked.lock().unwrap().clone();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_no_acknowledged_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The head is written to Parquet every second, so the kill lands
+    // between, during and after flushes.
+    let settings = ["metrics.head_flush_interval=\"1s\"".to_string()];
+    let mut p = tern::loadgen::bench::spawn_server(
+        Path::new(env!("CARGO_BIN_EXE_tern")),
+        tmp.path(),
+        &settings,
+    )
+    .expect("tern serve starts");
+    let acked = remote_write_until_killed(&mut p, 3_000).await;
+    let s = TestServer::start_in(tmp.path(), &[]).await;
+    for w in 0..4 {
+        let job = format!("w{w}");
+        let series = s
+            .srv()
+            .stores()
+            .metrics
+            .select(
+                &[
+                    crate::metrics_store::eq("__name__", "crash_w"),
+                    crate::metrics_store::eq("job", &job),
+                ],
+                i64::MIN,
+                i64::MAX,
+            )
+            .unwrap();
+        let stored: Vec<i64> = series
+            .iter()
+            .flat_map(|s| s.samples.iter().map(|x| x.t_ms))
+            .collect();
+        let mut dedup = stored.clone();
+        dedup.dedup();
+        assert_eq!(dedup.len(), stored.len(), "{job}: duplicated samples");
+        let missing: Vec<_> = acked
+            .iter()
+            .filter(|(j, t)| *j == job && stored.binary_search(t).is_err())
+            .take(10)
+            .collect();
+        assert!(missing.is_empty(), "acknowledged but lost: {missing:?}");
+    }
+}

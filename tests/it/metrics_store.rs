@@ -230,7 +230,7 @@ async fn resent_delta_points_are_added_once() {
     assert_eq!(v, vec![4.0, 5.0]);
 }
 
-fn write_request(series: &[(&str, &str, &[(i64, f64)])]) -> WriteRequest {
+pub fn write_request(series: &[(&str, &str, &[(i64, f64)])]) -> WriteRequest {
     WriteRequest {
         timeseries: series
             .iter()
@@ -269,7 +269,7 @@ async fn remote_write(s: &TestServer, body: Vec<u8>) -> reqwest::Response {
         .unwrap()
 }
 
-fn snappy(r: &WriteRequest) -> Vec<u8> {
+pub fn snappy(r: &WriteRequest) -> Vec<u8> {
     snap::raw::Encoder::new()
         .compress_vec(&r.encode_to_vec())
         .unwrap()

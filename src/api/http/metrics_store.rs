@@ -2,8 +2,10 @@
 //!
 //! - `POST /api/v1/write`: Prometheus remote_write 1.0 (snappy block
 //!   compressed protobuf). 204 when stored; 400 for an undecodable or
-//!   invalid request, or when series were refused by the cardinality limits
-//!   (the others are stored, as Prometheus does for rejected samples); 413
+//!   invalid request (too many or too large labels, bad label names), or
+//!   when samples were refused (new series over the cardinality limits,
+//!   timestamps more than `ingest.max_future_skew` ahead): the others are
+//!   stored, as Prometheus does for rejected samples; 413
 //!   over the body cap; 429/503 with `Retry-After` when ingest is saturated.
 //! - `GET /api/v1/status/tsdb?limit=N`: series counts by metric name and
 //!   label, in the shape of Prometheus' TSDB status.
@@ -88,7 +90,7 @@ async fn remote_write(State(st): State<ApiState>, req: Request) -> Response {
         .inc();
     match result {
         Ok(a) if a.rejected > 0 => {
-            ApiError::new(ErrorKind::BadRequest, "series_limit", a.message).into_response()
+            ApiError::new(ErrorKind::BadRequest, "samples_rejected", a.message).into_response()
         }
         Ok(_) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => {
