@@ -13,7 +13,8 @@
 //!
 //! Run (release build, then the binary directly):
 //! `cargo bench --bench log_store --no-run` and run the printed binary with
-//! `LOGS_BENCH_LINES=10000000 LOGS_BENCH_CLIENTS=4 LOGS_BENCH_BATCH=2000`
+//! `--bench` and `LOGS_BENCH_LINES=10000000 LOGS_BENCH_CLIENTS=4 LOGS_BENCH_BATCH=2000`
+//! (without `--bench`, as `cargo test --benches` runs it: a tiny smoke run)
 //! (`LOGS_BENCH_DIR` keeps the data directory; default: a temp dir).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -258,10 +259,12 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let lines = env("LOGS_BENCH_LINES", 1_000_000);
+    // `cargo test --benches` runs this without `--bench`: a tiny smoke run.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let lines = env("LOGS_BENCH_LINES", if smoke { 5_000 } else { 1_000_000 });
     let clients = env("LOGS_BENCH_CLIENTS", 4);
     let batch = env("LOGS_BENCH_BATCH", 2000);
-    let runs = env("LOGS_BENCH_QUERIES", 50) as usize;
+    let runs = env("LOGS_BENCH_QUERIES", if smoke { 5 } else { 50 }) as usize;
     let tmp = tempfile::tempdir().unwrap();
     let dir = std::env::var("LOGS_BENCH_DIR")
         .map(std::path::PathBuf::from)
@@ -341,7 +344,7 @@ fn main() {
         },
     )
     .unwrap();
-    let mut measure = |q: &str| {
+    let measure = |q: &str| {
         let filter = tern::query::logs::parse(q).unwrap();
         let mut ms = Vec::new();
         let mut total = 0;

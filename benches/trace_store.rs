@@ -17,7 +17,8 @@
 //! `TERN_BENCH_OTLP_SPANS` (default 1,000,000), `TERN_BENCH_STORE_SPANS`
 //! (10,000,000), `TERN_BENCH_QUERIES` (1,000), `TERN_BENCH_CLIENTS` (4).
 //!
-//! Run: `cargo bench --bench trace_store` (release profile).
+//! Run: `cargo bench --bench trace_store` (release profile). Without
+//! `--bench` (as `cargo test --benches` runs it) the defaults are tiny.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -172,12 +173,11 @@ impl Gen {
             let op = self.rng.below(5) as usize;
             let p_start = parent.map_or(start, |p| spans[p].start_time_ns);
             let s_start = p_start + self.rng.below(2_000_000);
+            let slow = self.rng.below(50) == 0;
             let dur = 50_000
-                + self.rng.below(if self.rng.below(50) == 0 {
-                    2_000_000_000
-                } else {
-                    80_000_000
-                });
+                + self
+                    .rng
+                    .below(if slow { 2_000_000_000 } else { 80_000_000 });
             let error = self.rng.below(40) == 0;
             let n_attrs = 5 + self.rng.below(11) as usize;
             let mut attrs: Vec<(String, AnyValue)> = vec![
@@ -516,9 +516,17 @@ fn store_bench(total: u64, queries: u64) {
 }
 
 fn main() {
-    let otlp = env("TERN_BENCH_OTLP_SPANS", 1_000_000);
-    let store = env("TERN_BENCH_STORE_SPANS", 10_000_000);
-    let queries = env("TERN_BENCH_QUERIES", 1_000).max(1);
+    // `cargo test --benches` runs this without `--bench`: a tiny smoke run.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let otlp = env(
+        "TERN_BENCH_OTLP_SPANS",
+        if smoke { 2_000 } else { 1_000_000 },
+    );
+    let store = env(
+        "TERN_BENCH_STORE_SPANS",
+        if smoke { 20_000 } else { 10_000_000 },
+    );
+    let queries = env("TERN_BENCH_QUERIES", if smoke { 10 } else { 1_000 }).max(1);
     let clients = env("TERN_BENCH_CLIENTS", 4).max(1);
     if otlp > 0 {
         otlp_ingest(otlp, clients);

@@ -230,7 +230,10 @@ async fn resent_delta_points_are_added_once() {
     assert_eq!(v, vec![4.0, 5.0]);
 }
 
-pub fn write_request(series: &[(&str, &str, &[(i64, f64)])]) -> WriteRequest {
+/// (metric name, job, samples as (ms, value)).
+pub type SeriesSpec<'a> = (&'a str, &'a str, &'a [(i64, f64)]);
+
+pub fn write_request(series: &[SeriesSpec]) -> WriteRequest {
     WriteRequest {
         timeseries: series
             .iter()
@@ -415,7 +418,7 @@ async fn cardinality_limits_reject_new_series() {
         .map(|i| (format!("m{i}"), "j".to_string()))
         .collect();
     let one = [(now_ms(), 1.0)];
-    let series: Vec<(&str, &str, &[(i64, f64)])> = many
+    let series: Vec<SeriesSpec> = many
         .iter()
         .map(|(n, j)| (n.as_str(), j.as_str(), &one[..]))
         .collect();

@@ -775,7 +775,7 @@ impl Inner {
             }
             candidates.extend(fruit.top.into_iter().map(|(c, a)| (c, pi, a)));
         }
-        candidates.sort_by(|a, b| b.0.cmp(&a.0));
+        candidates.sort_by_key(|b| std::cmp::Reverse(b.0));
         if candidates.len() > limit && limit > 0 {
             page.next_cursor = Some(candidates[limit - 1].0);
         }
@@ -907,7 +907,7 @@ impl Collector for PageCollector {
             }
             out.top.extend(f.top);
         }
-        out.top.sort_by(|a, b| b.0.cmp(&a.0));
+        out.top.sort_by_key(|b| std::cmp::Reverse(b.0));
         out.top.truncate(self.limit + 1);
         Ok(out)
     }

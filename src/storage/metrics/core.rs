@@ -528,7 +528,7 @@ impl Core {
             .into_iter()
             .filter_map(|(id, l)| {
                 let mut v = acc.remove(&id)?;
-                v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                v.sort_by_key(|a| (a.0, a.1));
                 let mut samples: Vec<Sample> = Vec::with_capacity(v.len());
                 for (t, _, val) in v {
                     match samples.last_mut() {

@@ -609,7 +609,7 @@ impl ParquetMetricStore {
                 merged
                     .into_iter()
                     .map(|(id, mut v)| {
-                        v.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+                        v.sort_by_key(|a| (a.0, a.1));
                         let mut out: Vec<Sample> = Vec::with_capacity(v.len());
                         for (t, _, x) in v {
                             match out.last_mut() {

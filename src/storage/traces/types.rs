@@ -145,9 +145,12 @@ impl TraceSummary {
         }
         let is_root = span.parent_span_id.is_none();
         let earlier = span.start_time_ns < self.root_start_ns;
+        // A root replaces a non-root or a later root; a non-root replaces
+        // only a later non-root while no root is known.
         let replace = first
-            || (is_root && (!self.root_known || earlier))
-            || (!is_root && !self.root_known && earlier);
+            || (is_root && !self.root_known)
+            || (is_root && earlier)
+            || (!self.root_known && earlier);
         if replace {
             self.root_service = span.service_name().to_string();
             self.root_name = span.name.clone();
