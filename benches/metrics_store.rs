@@ -4,12 +4,15 @@
 //!   scraped every 15 s for HOURS hours of realistic values, written
 //!   directly to the Parquet store (flushed every 2 h of data, as the head
 //!   would be), plus memory per active series of the head.
-//! - `ingest [SECONDS]`: starts tern in-process on a temp dir and measures
-//!   samples/s over remote_write (HTTP) and over OTLP/gRPC.
-//! - `remote-write URL [SECONDS] [DATA_DIR]`: sends the same remote_write
-//!   load to any receiver (tern, Prometheus, VictoriaMetrics) and reports
-//!   samples/s and, with DATA_DIR, bytes on disk per sample afterwards
-//!   (used by `scripts/bench-metrics-compare.sh`).
+//! - `ingest [SERIES] [HOURS] [SECONDS]`: starts tern in-process on a temp
+//!   dir and measures samples/s over remote_write (HTTP; SERIES series
+//!   scraped every 15 s over the HOURS before now) and over OTLP/gRPC (for
+//!   SECONDS).
+//! - `remote-write URL [SERIES] [HOURS]`: sends that remote_write load to any
+//!   receiver (tern, Prometheus, VictoriaMetrics) and reports samples/s.
+//! - `query BASE_URL [EXPR] [HOURS] [STEP_S] [RUNS]`: times a PromQL range
+//!   query over the last HOURS against any Prometheus-compatible API.
+//!   `scripts/bench-metrics-compare.sh` runs both against each system.
 //!
 //! Every result is one JSON line on stdout.
 //!
@@ -74,6 +77,29 @@ fn fleet(n: usize, seed: u64) -> Vec<SynthSeries> {
         .map(|i| {
             let metric = i % 100;
             let instance = i / 100;
+            if metric < 30 {
+                // 30% of the series: the request counters that the compare
+                // mode's `sum by (code) (rate(http_requests_total[5m]))` reads.
+                let mut labels = vec![
+                    ("__name__".to_string(), "http_requests_total".to_string()),
+                    (
+                        "code".into(),
+                        ["200", "200", "404", "500", "503"][metric % 5].into(),
+                    ),
+                    ("handler".into(), format!("/api/v1/h{metric}")),
+                    (
+                        "instance".into(),
+                        format!("10.0.{}.{}:9100", instance / 250, instance % 250),
+                    ),
+                    ("job".into(), format!("service-{}", instance % 20)),
+                ];
+                labels.sort();
+                return SynthSeries {
+                    labels,
+                    kind: Kind::Counter,
+                    value: rng.below(1_000_000) as f64,
+                };
+            }
             let kind = match metric % 10 {
                 0..=4 => Kind::Counter,
                 5 | 6 => Kind::Gauge,
@@ -262,61 +288,139 @@ fn write_request(
     }
 }
 
-/// Sends remote_write batches from `clients` concurrent senders for
-/// `seconds`; each sender owns 1000 series and sends 10 samples per series
-/// per request (10k samples). Returns samples acknowledged per second.
-async fn remote_write_load(url: String, seconds: u64, clients: usize) -> (f64, u64) {
+/// What a load run achieved.
+struct LoadResult {
+    samples: u64,
+    seconds: f64,
+    retries: u64,
+    failed_requests: u64,
+}
+
+/// Sends `series` series scraped every 15 s for the `hours` before now, in
+/// time order, from `clients` concurrent senders (each owns a slice of the
+/// series; a request holds up to 1000 series × 10 samples). 429/503 answers
+/// are retried after a pause.
+async fn remote_write_load(url: String, series: usize, hours: i64, clients: usize) -> LoadResult {
     let sent = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let start_t = now_ms() - 3_600_000;
+    let retries = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let steps = hours * 3_600_000 / STEP_MS;
+    let start_t = now_ms() - hours * 3_600_000;
+    let mut all = fleet(series, 42);
+    let per_client = series.div_ceil(clients.max(1));
     let mut tasks = Vec::new();
+    let started = Instant::now();
     for c in 0..clients {
-        let (url, sent) = (url.clone(), sent.clone());
+        let mut mine: Vec<SynthSeries> = all.drain(..per_client.min(all.len())).collect();
+        let (url, sent, retries, failed) =
+            (url.clone(), sent.clone(), retries.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let http = reqwest::Client::new();
-            let mut fleet = fleet(1000, 1000 + c as u64);
-            for s in &mut fleet {
-                s.labels.push(("client".into(), c.to_string()));
-                s.labels.sort();
-            }
             let mut rng = Rng(99 + c as u64);
-            let mut round = 0i64;
-            while Instant::now() < deadline {
-                let req = write_request(&mut fleet, &mut rng, start_t + round * 10 * STEP_MS, 10);
-                round += 1;
-                let body = snap::raw::Encoder::new()
-                    .compress_vec(&req.encode_to_vec())
-                    .expect("snappy");
-                let r = http
-                    .post(&url)
-                    .header("content-type", "application/x-protobuf")
-                    .header("content-encoding", "snappy")
-                    .header("x-prometheus-remote-write-version", "0.1.0")
-                    .body(body)
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.status().is_success() => {
-                        sent.fetch_add(10_000, Ordering::Relaxed);
-                    }
-                    Ok(r) => {
-                        eprintln!("remote_write answered {}", r.status());
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => {
-                        eprintln!("remote_write failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut step = 0i64;
+            while step < steps {
+                let n = (steps - step).min(10) as usize;
+                for chunk in mine.chunks_mut(1000) {
+                    let req = write_request(chunk, &mut rng, start_t + step * STEP_MS, n);
+                    let samples = (chunk.len() * n) as u64;
+                    let body = snap::raw::Encoder::new()
+                        .compress_vec(&req.encode_to_vec())
+                        .expect("snappy");
+                    loop {
+                        let r = http
+                            .post(&url)
+                            .header("content-type", "application/x-protobuf")
+                            .header("content-encoding", "snappy")
+                            .header("x-prometheus-remote-write-version", "0.1.0")
+                            .body(body.clone())
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status().is_success() => {
+                                sent.fetch_add(samples, Ordering::Relaxed);
+                                break;
+                            }
+                            Ok(r) if r.status() == 429 || r.status() == 503 => {
+                                retries.fetch_add(1, Ordering::Relaxed);
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            Ok(r) => {
+                                let code = r.status();
+                                let text = r.text().await.unwrap_or_default();
+                                if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                    eprintln!("remote_write answered {code}: {text}");
+                                }
+                                break;
+                            }
+                            Err(e) => {
+                                if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                                    eprintln!("remote_write failed: {e}");
+                                }
+                                break;
+                            }
+                        }
                     }
                 }
+                step += n as i64;
             }
         }));
     }
-    let started = Instant::now();
     for t in tasks {
         let _ = t.await;
     }
-    let n = sent.load(Ordering::Relaxed);
-    (n as f64 / started.elapsed().as_secs_f64(), n)
+    LoadResult {
+        samples: sent.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+        retries: retries.load(Ordering::Relaxed),
+        failed_requests: failed.load(Ordering::Relaxed),
+    }
+}
+
+/// Times a PromQL range query over the last `hours` (step `step_s`) against
+/// any Prometheus-compatible API at `base`, `runs` times.
+async fn query_bench(base: String, expr: String, hours: i64, step_s: u64, runs: usize) {
+    let http = reqwest::Client::new();
+    let end = now_ms() / 1000;
+    let start = end - hours * 3600;
+    let mut times = Vec::new();
+    let mut series = 0;
+    for _ in 0..runs.max(1) {
+        let t0 = Instant::now();
+        let r = http
+            .post(format!("{base}/api/v1/query_range"))
+            .form(&[
+                ("query", expr.clone()),
+                ("start", start.to_string()),
+                ("end", end.to_string()),
+                ("step", step_s.to_string()),
+            ])
+            .send()
+            .await
+            .expect("query sent");
+        let body: serde_json::Value = r.json().await.expect("json answer");
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        if body["status"] != "success" {
+            eprintln!("query failed: {body}");
+            std::process::exit(1);
+        }
+        series = body["data"]["result"].as_array().map_or(0, |a| a.len());
+    }
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "promql_range_query",
+            "url": base,
+            "query": expr,
+            "hours": hours,
+            "step_s": step_s,
+            "result_series": series,
+            "runs": times.len(),
+            "p50_ms": pct(0.5),
+            "p99_ms": pct(0.99),
+        })
+    );
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {
@@ -329,8 +433,11 @@ fn kv(k: &str, v: &str) -> KeyValue {
     }
 }
 
-fn otlp_request(client: usize, round: u64) -> ExportMetricsServiceRequest {
-    let t = (now_ms() as u64 - 3_600_000 + round * 15_000) * 1_000_000;
+/// One OTLP request: 100 gauges × 100 instances of `client`, at the
+/// `round`-th 15 s step of the hour before now (a sender stops after the
+/// hour's 240 steps).
+fn otlp_request(client: usize, round: u64, start_ms: u64) -> ExportMetricsServiceRequest {
+    let t = (start_ms + (round % 240) * 15_000) * 1_000_000;
     let metrics = (0..100)
         .map(|m| pm::Metric {
             name: format!("otlp_gauge_{m}"),
@@ -373,8 +480,9 @@ async fn otlp_load(endpoint: String, seconds: u64, clients: usize) -> f64 {
                 .await
                 .expect("grpc connect");
             let mut round = 0;
-            while Instant::now() < deadline {
-                let req = otlp_request(c, round);
+            let start_ms = now_ms() as u64 - 3_600_000;
+            while Instant::now() < deadline && round < 240 {
+                let req = otlp_request(c, round, start_ms);
                 round += 1;
                 if client.export(req).await.is_ok() {
                     sent.fetch_add(10_000, Ordering::Relaxed);
@@ -389,7 +497,7 @@ async fn otlp_load(endpoint: String, seconds: u64, clients: usize) -> f64 {
     sent.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn ingest(seconds: u64) {
+async fn ingest(series: usize, hours: i64, seconds: u64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = tern::config::Config::load(&tern::config::Sources {
         overrides: vec![
@@ -403,9 +511,10 @@ async fn ingest(seconds: u64) {
     })
     .expect("config");
     let srv = tern::app::start(cfg).await.expect("server starts");
-    let (rw, n) = remote_write_load(
+    let rw = remote_write_load(
         format!("http://{}/api/v1/write", srv.addrs.http),
-        seconds,
+        series,
+        hours,
         4,
     )
     .await;
@@ -416,9 +525,13 @@ async fn ingest(seconds: u64) {
         "{}",
         serde_json::json!({
             "bench": "metrics_ingest",
-            "seconds_each": seconds,
-            "remote_write_samples_per_s": rw,
-            "remote_write_samples": n,
+            "remote_write_series": series,
+            "remote_write_hours": hours,
+            "remote_write_samples_per_s": rw.samples as f64 / rw.seconds,
+            "remote_write_samples": rw.samples,
+            "remote_write_retries": rw.retries,
+            "remote_write_failed_requests": rw.failed_requests,
+            "otlp_seconds": seconds,
             "otlp_grpc_samples_per_s": otlp,
             "stored_samples": records,
             "disk_bytes_after_shutdown": dir_bytes(dir.path()),
@@ -446,27 +559,41 @@ fn main() {
             arg(1, "10000").parse().unwrap_or(10_000),
             arg(2, "24").parse().unwrap_or(24),
         ),
-        "ingest" => rt.block_on(ingest(arg(1, "20").parse().unwrap_or(20))),
+        "ingest" => rt.block_on(ingest(
+            arg(1, "10000").parse().unwrap_or(10_000),
+            arg(2, "2").parse().unwrap_or(2),
+            arg(3, "20").parse().unwrap_or(20),
+        )),
         "remote-write" => {
             let url = arg(1, "http://127.0.0.1:3000/api/v1/write");
-            let seconds = arg(2, "20").parse().unwrap_or(20);
-            let (rate, n) = rt.block_on(remote_write_load(url.clone(), seconds, 4));
-            let data = args.get(3).map(std::path::PathBuf::from);
-            let bytes = data.as_deref().map(dir_bytes);
+            let series = arg(2, "10000").parse().unwrap_or(10_000);
+            let hours = arg(3, "24").parse().unwrap_or(24);
+            let r = rt.block_on(remote_write_load(url.clone(), series, hours, 4));
             println!(
                 "{}",
                 serde_json::json!({
                     "bench": "metrics_remote_write",
                     "url": url,
-                    "samples_per_s": rate,
-                    "samples": n,
-                    "data_dir_bytes": bytes,
-                    "bytes_per_sample": bytes.map(|b| b as f64 / n.max(1) as f64),
+                    "series": series,
+                    "hours": hours,
+                    "samples": r.samples,
+                    "seconds": r.seconds,
+                    "samples_per_s": r.samples as f64 / r.seconds,
+                    "retries": r.retries,
+                    "failed_requests": r.failed_requests,
                 })
             );
         }
+        "query" => {
+            let base = arg(1, "http://127.0.0.1:3000");
+            let expr = arg(2, "sum by (code) (rate(http_requests_total[5m]))");
+            let hours = arg(3, "24").parse().unwrap_or(24);
+            let step = arg(4, "60").parse().unwrap_or(60);
+            let runs = arg(5, "5").parse().unwrap_or(5);
+            rt.block_on(query_bench(base, expr, hours, step, runs));
+        }
         other => {
-            eprintln!("unknown mode {other}: use disk, ingest or remote-write");
+            eprintln!("unknown mode {other}: use disk, ingest, remote-write or query");
             std::process::exit(2);
         }
     }
