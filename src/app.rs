@@ -334,26 +334,24 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
                 tracing::warn!(timeout = ?shutdown_timeout, "in-flight ingest requests did not finish in time");
             }
             let _ = checkpoint_task.await;
-            // Close the WAL: queued records are written, synced and dispatched.
-            {
-                let wal = wal.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || wal.shutdown()).await {
-                    tracing::error!(error = %e, "closing the write-ahead log failed");
-                }
-            }
             *runtime.write() = None;
             drop(pipeline);
-            let writers = Arc::try_unwrap(writers)
-                .map_err(|_| AppError::Other("store writers still in use at shutdown".into()))?;
+            // Close the WAL (queued records are written, synced and
+            // dispatched; its writer thread drops its handle on the store
+            // writers), close the stores (drain, flush), then delete the WAL
+            // segments they made durable before the WAL lets go of its files.
             let final_cp = {
                 let wal = wal.clone();
                 let telemetry = telemetry.clone();
                 tokio::task::spawn_blocking(move || {
-                    let cp = writers.close();
-                    if let Ok(cp) = &cp {
-                        truncate(&wal, *cp, &telemetry);
-                    }
-                    cp
+                    wal.shutdown_then(|wal| {
+                        let writers = Arc::try_unwrap(writers).map_err(|_| {
+                            AppError::Other("store writers still in use at shutdown".into())
+                        })?;
+                        let cp = writers.close()?;
+                        truncate(wal, cp, &telemetry);
+                        Ok::<_, AppError>(cp)
+                    })
                 })
                 .await
                 .map_err(|e| AppError::Other(format!("store close task failed: {e}")))?

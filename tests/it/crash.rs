@@ -148,6 +148,20 @@ async fn sigterm_shuts_down_cleanly_and_keeps_data() {
     assert!(status.success());
     let exit = p.child.wait().unwrap();
     assert!(exit.success(), "graceful shutdown exits 0, got {exit}");
+    // Every store made the data durable, so the WAL was truncated: only an
+    // empty segment (carrying the next sequence number) is left.
+    let wal: Vec<u64> = std::fs::read_dir(tmp.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(
+        wal.len(),
+        1,
+        "segments left after a graceful shutdown: {wal:?}"
+    );
+    assert!(wal[0] < 1024, "the last segment is empty: {wal:?}");
     let s = TestServer::start_in(tmp.path(), &[]).await;
     let stored = s
         .srv()

@@ -253,6 +253,9 @@ struct Shared<T> {
     wake: Condvar,
     log: Mutex<SegmentLog>,
     counters: Counters,
+    /// Set by [`Wal::shutdown_then`]: the writer keeps the directory lock
+    /// when it stops, so the final checkpoint can still delete segments.
+    hold_on_close: std::sync::atomic::AtomicBool,
 }
 
 impl<T> Shared<T> {
@@ -358,6 +361,7 @@ impl<T: Send + 'static> Wal<T> {
             wake: Condvar::new(),
             log: Mutex::new(log),
             counters,
+            hold_on_close: std::sync::atomic::AtomicBool::new(false),
         });
 
         let thread_shared = Arc::clone(&shared);
@@ -474,6 +478,17 @@ impl<T: Send + 'static> Wal<T> {
         if handle.join().is_err() {
             warn!("wal writer thread ended with a panic");
         }
+    }
+
+    /// [`Wal::shutdown`], then `f` while the files are still this WAL's (it
+    /// may call [`Wal::truncate_through`] once the stores have made the
+    /// drained records durable), then releases the directory lock.
+    pub fn shutdown_then<R>(&self, f: impl FnOnce(&Self) -> R) -> R {
+        self.shared.hold_on_close.store(true, Ordering::SeqCst);
+        self.shutdown();
+        let r = f(self);
+        self.shared.log.lock().release();
+        r
     }
 
     /// [`Wal::shutdown`], consuming the handle.

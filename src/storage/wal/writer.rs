@@ -115,7 +115,12 @@ fn writer_loop<T: Send + 'static>(
                         shared.fail(&f);
                     }
                 }
-                log.release();
+                if !shared
+                    .hold_on_close
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    log.release();
+                }
                 debug!(last_seq = next_seq - 1, "wal writer stopped");
                 return;
             }
