@@ -193,31 +193,30 @@ pub trait LogStore: StoreLifecycle {
     }
 }
 
-pub trait MetricStore: StoreLifecycle {
-    /// OTLP metrics, mapped to series (delta sums accumulated to cumulative).
-    fn write(&self, seq: u64, metrics: Vec<Metric>) -> Result<(), StorageError>;
-    /// Samples already in Prometheus form (remote_write).
-    fn write_series(&self, seq: u64, series: Vec<Series>) -> Result<(), StorageError>;
-    /// Series matching all matchers, with their samples in [start_ms, end_ms], samples time-ordered.
+/// The read interface of a metrics store; what the PromQL engine reads.
+pub trait SeriesSource: Send + Sync {
+    /// Series matching every matcher with their samples in `[start_ms, end_ms]`.
     fn select(
         &self,
         matchers: &[LabelMatcher],
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, StorageError>;
-    /// Label sets of matching series with samples in the range (no samples).
+    /// Label sets of the series matching every matcher with samples in the range.
     fn series(
         &self,
         matchers: &[LabelMatcher],
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Labels>, StorageError>;
+    /// Label names of the matching series (all series when `matchers` is empty).
     fn label_names(
         &self,
         matchers: &[LabelMatcher],
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<String>, StorageError>;
+    /// Values of label `name` on the matching series (all when `matchers` is empty).
     fn label_values(
         &self,
         name: &str,
@@ -226,6 +225,13 @@ pub trait MetricStore: StoreLifecycle {
         end_ms: i64,
     ) -> Result<Vec<String>, StorageError>;
     fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError>;
+}
+
+pub trait MetricStore: StoreLifecycle + SeriesSource {
+    /// OTLP metrics, mapped to series (delta sums accumulated to cumulative).
+    fn write(&self, seq: u64, metrics: Vec<Metric>) -> Result<(), StorageError>;
+    /// Samples already in Prometheus form (remote_write).
+    fn write_series(&self, seq: u64, series: Vec<Series>) -> Result<(), StorageError>;
     /// Series counts by metric name and label (top `limit` of each).
     fn cardinality(&self, limit: usize) -> Result<metrics::CardinalityStats, StorageError>;
     /// The active-series registry ingest consults before acknowledging

@@ -36,39 +36,7 @@ pub fn is_stale(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
-/// What the PromQL engine reads: the read interface of a metrics store.
-pub trait SeriesSource: Send + Sync {
-    /// Series matching every matcher with their samples in `[start_ms, end_ms]`.
-    fn select(
-        &self,
-        matchers: &[LabelMatcher],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Series>, StorageError>;
-    /// Label sets of the series matching every matcher with samples in the range.
-    fn series(
-        &self,
-        matchers: &[LabelMatcher],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<Labels>, StorageError>;
-    /// Label names of the matching series (all series when `matchers` is empty).
-    fn label_names(
-        &self,
-        matchers: &[LabelMatcher],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<String>, StorageError>;
-    /// Values of label `name` on the matching series (all when `matchers` is empty).
-    fn label_values(
-        &self,
-        name: &str,
-        matchers: &[LabelMatcher],
-        start_ms: i64,
-        end_ms: i64,
-    ) -> Result<Vec<String>, StorageError>;
-    fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError>;
-}
+pub use crate::storage::SeriesSource;
 
 /// Compiles label matchers once (regexes fully anchored, as in Prometheus).
 pub struct CompiledMatchers {

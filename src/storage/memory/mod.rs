@@ -14,7 +14,9 @@ use super::traces::types::{
     minute_of, Agg, DependencyEdge, OperationInfo, RedQuery, RedRow, SearchOutcome, TraceSearch,
     TraceSummary,
 };
-use super::{LogStore, MetricStore, StorageError, StoreLifecycle, StoreStats, TraceStore};
+use super::{
+    LogStore, MetricStore, SeriesSource, StorageError, StoreLifecycle, StoreStats, TraceStore,
+};
 use crate::model::{
     LabelMatcher, Labels, LogRecord, Metric, MetricMeta, Series, Span, SpanId, SpanKind, TraceId,
 };
@@ -352,6 +354,16 @@ impl MetricStore for MemoryMetricStore {
         Ok(())
     }
 
+    fn cardinality(&self, limit: usize) -> Result<CardinalityStats, StorageError> {
+        Ok(self.core.cardinality(limit))
+    }
+
+    fn series_guard(&self) -> Option<Arc<SeriesGuard>> {
+        self.core.guard()
+    }
+}
+
+impl SeriesSource for MemoryMetricStore {
     fn select(
         &self,
         matchers: &[LabelMatcher],
@@ -391,14 +403,6 @@ impl MetricStore for MemoryMetricStore {
 
     fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError> {
         Ok(self.core.metadata())
-    }
-
-    fn cardinality(&self, limit: usize) -> Result<CardinalityStats, StorageError> {
-        Ok(self.core.cardinality(limit))
-    }
-
-    fn series_guard(&self) -> Option<Arc<SeriesGuard>> {
-        self.core.guard()
     }
 }
 

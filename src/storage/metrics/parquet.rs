@@ -44,7 +44,7 @@ use super::core::{now_ms, Core, DeltaState, FileReader, FileRef, Frozen};
 use super::guard::SeriesGuard;
 use super::{CardinalityStats, MetricsOptions};
 use crate::model::{LabelMatcher, Labels, Metric, MetricMeta, Sample, Series};
-use crate::storage::{MetricStore, StorageError, StoreLifecycle, StoreStats};
+use crate::storage::{MetricStore, SeriesSource, StorageError, StoreLifecycle, StoreStats};
 
 const MANIFEST: &str = "MANIFEST.json";
 
@@ -714,6 +714,15 @@ impl MetricStore for ParquetMetricStore {
         self.core.write_series(seq, series);
         Ok(())
     }
+    fn cardinality(&self, limit: usize) -> Result<CardinalityStats, StorageError> {
+        Ok(self.core.cardinality(limit))
+    }
+    fn series_guard(&self) -> Option<Arc<SeriesGuard>> {
+        self.core.guard()
+    }
+}
+
+impl SeriesSource for ParquetMetricStore {
     fn select(
         &self,
         matchers: &[LabelMatcher],
@@ -750,12 +759,6 @@ impl MetricStore for ParquetMetricStore {
     }
     fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError> {
         Ok(self.core.metadata())
-    }
-    fn cardinality(&self, limit: usize) -> Result<CardinalityStats, StorageError> {
-        Ok(self.core.cardinality(limit))
-    }
-    fn series_guard(&self) -> Option<Arc<SeriesGuard>> {
-        self.core.guard()
     }
 }
 
