@@ -102,13 +102,27 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The headers every error answer carries: `Retry-After` when retrying
+    /// helps, and `Connection: close` on 413, whose request body was not
+    /// read to its end, so the connection cannot carry another request (a
+    /// client that pooled it would see its next request fail).
+    pub fn add_headers(&self, resp: &mut Response) {
+        if let Some(v) = self.retry_after_header() {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if self.http_status() == StatusCode::PAYLOAD_TOO_LARGE {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
         let mut resp = (self.http_status(), axum::Json(body)).into_response();
-        if let Some(v) = self.retry_after_header() {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+        self.add_headers(&mut resp);
         resp
     }
 }

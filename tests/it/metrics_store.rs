@@ -366,6 +366,9 @@ async fn remote_write_body_cap() {
     assert!(body.len() > 64 * 1024, "{}", body.len());
     let r = remote_write(&s, body).await;
     assert_eq!(r.status(), 413);
+    // The unread body makes the connection unusable: the answer says so,
+    // and the client's next request goes over a new one.
+    assert_eq!(r.headers()["connection"], "close");
     s.assert_healthy().await;
 }
 

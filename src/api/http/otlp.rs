@@ -136,8 +136,6 @@ fn error_response(
         body,
     )
         .into_response();
-    if let Some(v) = api.retry_after_header() {
-        resp.headers_mut().insert(header::RETRY_AFTER, v);
-    }
+    api.add_headers(&mut resp);
     resp
 }
