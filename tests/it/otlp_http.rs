@@ -382,6 +382,8 @@ async fn conformance_otlp_json_files_round_trip_into_the_model() {
     let s = TestServer::start_with(&[
         "ingest.max_future_skew=\"3650d\"",
         "metrics.retention=\"36500d\"",
+        "logs.retention=\"36500d\"",
+        "traces.retention=\"36500d\"",
     ])
     .await;
     let read = |f: &str| std::fs::read(dir.join("otlp").join(f)).unwrap();

@@ -555,9 +555,13 @@ impl Inner {
             drop(state);
             return Err(e);
         }
+        // What the index got: records past the retention are not indexed,
+        // so they are neither searchable meanwhile nor tailed.
+        let cutoff = self.retention_cutoff();
         let stored: Vec<StoredLog> = records
             .into_iter()
             .enumerate()
+            .filter(|(_, record)| !self.expired(record.time_ns, cutoff))
             .map(|(i, record)| StoredLog {
                 id: record_id(seq, i),
                 record,
@@ -581,25 +585,32 @@ impl Inner {
         Ok(())
     }
 
+    /// Records at or before this time are past the retention (0: none).
+    fn retention_cutoff(&self) -> u64 {
+        self.opts.retention.map_or(0, |r| {
+            now_ns().saturating_sub(r.as_nanos().min(u64::MAX as u128) as u64)
+        })
+    }
+
+    /// Whether a record at `time_ns` falls in a partition that retention
+    /// deletes at `cutoff`.
+    fn expired(&self, time_ns: u64, cutoff: u64) -> bool {
+        let len = self.partition_len_ns();
+        time_ns.saturating_sub(time_ns % len).saturating_add(len) <= cutoff
+    }
+
     fn write_locked(
         &self,
         seq: u64,
         records: &[LogRecord],
         rewrite: bool,
     ) -> Result<(), StorageError> {
-        let cutoff = self.opts.retention.map_or(0, |r| {
-            now_ns().saturating_sub(r.as_nanos().min(u64::MAX as u128) as u64)
-        });
+        let cutoff = self.retention_cutoff();
         let mut buf = Vec::with_capacity(512);
         // Partitions (by start) where this seq's earlier copy was deleted.
         let mut replaced: Vec<u64> = Vec::new();
         for (i, r) in records.iter().enumerate() {
-            let len = self.partition_len_ns();
-            if r.time_ns
-                .saturating_sub(r.time_ns % len)
-                .saturating_add(len)
-                <= cutoff
-            {
+            if self.expired(r.time_ns, cutoff) {
                 // Older than the retention: it would be deleted right away.
                 continue;
             }
@@ -1134,6 +1145,11 @@ mod tests {
         store
             .write(2, vec![suite::log(now, "a", "fresh", None)])
             .unwrap();
+        // Not searchable before the commit either.
+        let page = store
+            .search(&LogSearch::new(LogFilter::All, 0, u64::MAX, 10))
+            .unwrap();
+        assert_eq!(page.total, 1, "only the fresh record");
         store.flush().unwrap();
         assert_eq!(store.partitions().len(), 1);
         // A partition made when the record was still in retention, found on open.
