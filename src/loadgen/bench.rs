@@ -242,13 +242,9 @@ pub struct BenchQuery {
 async fn standard_queries(client: &reqwest::Client, http: SocketAddr) -> Vec<BenchQuery> {
     let mut q = Vec::new();
     let now_s = super::now_ns() / 1_000_000_000;
-    let day_ago = now_s.saturating_sub(86_400);
+    // The trace and log APIs take times in nanoseconds or relative to now.
     // A trace id to fetch: the newest trace of the frontend.
-    let search = format!(
-        "/api/v1/traces?service=frontend&limit=20&start={}&end={}",
-        day_ago * 1_000_000,
-        (now_s + 60) * 1_000_000
-    );
+    let search = "/api/v1/traces?service=frontend&limit=20&lookback=24h";
     if let Ok(r) = client.get(format!("http://{http}{search}")).send().await {
         if let Ok(v) = r.json::<serde_json::Value>().await {
             if let Some(id) = v["data"][0]["trace_id"]
@@ -264,11 +260,7 @@ async fn standard_queries(client: &reqwest::Client, http: SocketAddr) -> Vec<Ben
     }
     q.push(BenchQuery {
         name: "trace search service+duration".into(),
-        path: format!(
-            "/api/v1/traces?service=checkout&min_duration=50ms&limit=20&start={}&end={}",
-            day_ago * 1_000_000,
-            (now_s + 60) * 1_000_000
-        ),
+        path: "/api/v1/traces?service=checkout&min_duration=50ms&limit=20&lookback=24h".into(),
     });
     let enc = |s: &str| {
         s.replace(' ', "%20")
@@ -281,17 +273,15 @@ async fn standard_queries(client: &reqwest::Client, http: SocketAddr) -> Vec<Ben
     q.push(BenchQuery {
         name: "log search rare term".into(),
         path: format!(
-            "/api/v1/logs/search?q={}&limit=100&start={day_ago}&end={}",
+            "/api/v1/logs/search?q={}&limit=100&start=now-24h&end=now%2B1m",
             super::gen::RARE_TERM,
-            now_s + 60
         ),
     });
     q.push(BenchQuery {
         name: "log search common term".into(),
         path: format!(
-            "/api/v1/logs/search?q={}&limit=100&start={day_ago}&end={}",
+            "/api/v1/logs/search?q={}&limit=100&start=now-24h&end=now%2B1m",
             super::gen::COMMON_TERM,
-            now_s + 60
         ),
     });
     q.push(BenchQuery {
