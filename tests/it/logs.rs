@@ -68,48 +68,22 @@ async fn all_pages(s: &TestServer, q: &str, start: &str, end: &str, limit: usize
     }
 }
 
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_sdk_logs_are_found_by_text_phrase_field_severity_time_and_trace() {
     let s = TestServer::start().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/logs_e2e.py");
-    let grpc = s.srv().addrs.otlp_grpc.to_string();
-    let http = format!("http://{}", s.srv().addrs.otlp_http);
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .args([
-                script,
-                "--protocol",
-                "grpc",
-                "--grpc",
-                &grpc,
-                "--http",
-                &http,
-            ])
-            .args(["--service", "py-logs", "--count", "300"])
-            .env("OTEL_SDK_DISABLED", "false")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python3 runs (the README test command installs the OpenTelemetry SDK)");
-    assert!(
-        out.status.success(),
-        "python script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent: Value = serde_json::from_str(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .trim()
-            .lines()
-            .last()
-            .unwrap(),
+    let sent = run_python(
+        &s,
+        "logs_e2e.py",
+        &[
+            "--protocol",
+            "grpc",
+            "--service",
+            "py-logs",
+            "--count",
+            "300",
+        ],
     )
-    .unwrap();
+    .await;
     let start = sent["start_ns"].as_u64().unwrap().to_string();
     let end = (sent["end_ns"].as_u64().unwrap() + 1).to_string();
     let (st, en) = (start.as_str(), end.as_str());

@@ -1,8 +1,6 @@
 //! The metrics store end to end: the OpenTelemetry Python SDK's metrics as
 //! Prometheus series, remote_write, cardinality limits, and restarts.
 
-use std::process::Command;
-
 use opentelemetry_proto::tonic::collector::metrics::v1::{
     ExportMetricsServiceRequest, ExportMetricsServiceResponse,
 };
@@ -41,23 +39,12 @@ fn last(series: &[Series], key: &str, value: &str) -> f64 {
 }
 
 async fn run_sdk(s: &TestServer, service: &str, temporality: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/metrics_e2e.py");
-    let http = format!("http://{}", s.srv().addrs.otlp_http);
-    let (service, temporality) = (service.to_string(), temporality.to_string());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-            .args([script, "--http", &http, "--service", &service])
-            .args(["--temporality", &temporality])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python3 runs (the README test command installs the OpenTelemetry SDK)");
-    assert!(
-        out.status.success(),
-        "python sdk script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(
+        s,
+        "metrics_e2e.py",
+        &["--service", service, "--temporality", temporality],
+    )
+    .await;
 }
 
 /// The value of an instant query that must return exactly one sample.

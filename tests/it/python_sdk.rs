@@ -1,17 +1,11 @@
 //! End-to-end with the real OpenTelemetry Python SDK and its OTLP exporters
 //! (installed by the README's test command), over gRPC, HTTP and HTTP+gzip.
 
-use std::process::Command;
-
 use tern::model::{AnyValue, SpanId, SpanKind, StatusCode, TraceId};
 use tern::storage::LogQuery;
 
 use crate::metrics_store::select_name;
 use crate::support::*;
-
-fn python() -> String {
-    std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
-}
 
 async fn run_sdk(
     s: &TestServer,
@@ -19,39 +13,19 @@ async fn run_sdk(
     service: &str,
     temporality: &str,
 ) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/otel_sdk_e2e.py");
-    let grpc = s.srv().addrs.otlp_grpc.to_string();
-    let http = format!("http://{}", s.srv().addrs.otlp_http);
-    let (protocol, service, temporality) = (
-        protocol.to_string(),
-        service.to_string(),
-        temporality.to_string(),
-    );
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(python())
-            .args([
-                script,
-                "--protocol",
-                &protocol,
-                "--grpc",
-                &grpc,
-                "--http",
-                &http,
-            ])
-            .args(["--service", &service, "--temporality", &temporality])
-            .env("OTEL_SDK_DISABLED", "false")
-            .output()
-    })
+    run_python(
+        s,
+        "otel_sdk_e2e.py",
+        &[
+            "--protocol",
+            protocol,
+            "--service",
+            service,
+            "--temporality",
+            temporality,
+        ],
+    )
     .await
-    .unwrap()
-    .expect("python3 runs (the README test command installs the OpenTelemetry SDK)");
-    assert!(
-        out.status.success(),
-        "python sdk script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(line.trim().lines().last().unwrap()).unwrap()
 }
 
 fn str_attr<'a>(attrs: &'a tern::model::Attributes, k: &str) -> Option<&'a str> {

@@ -332,3 +332,39 @@ pub fn conformance_dir(test: &str) -> Option<PathBuf> {
     );
     None
 }
+
+/// Runs `tests/python/<script>` (OpenTelemetry Python SDK clients, installed
+/// by the README's test command) with `args` against `s`'s OTLP endpoints
+/// (`--grpc HOST:PORT --http URL` are added) and returns the JSON of its
+/// last stdout line, `Null` when it prints none. Fails the test when the
+/// script fails.
+pub async fn run_python(s: &TestServer, script: &str, args: &[&str]) -> serde_json::Value {
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut argv: Vec<String> = vec![
+        path,
+        "--grpc".into(),
+        s.srv().addrs.otlp_grpc.to_string(),
+        "--http".into(),
+        format!("http://{}", s.srv().addrs.otlp_http),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+            .args(&argv)
+            .env("OTEL_SDK_DISABLED", "false")
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("python3 runs (the README test command installs the OpenTelemetry SDK)");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    match stdout.trim().lines().last() {
+        Some(line) => serde_json::from_str(line).unwrap(),
+        None => serde_json::Value::Null,
+    }
+}

@@ -3,8 +3,6 @@
 //! through the Jaeger API and the native API, every search filter, the
 //! dependency edge and the RED figures; bad input; restart.
 
-use std::process::Command;
-
 use serde_json::Value;
 use tern::model::TraceId;
 
@@ -14,34 +12,7 @@ const FRONTEND: &str = "shop-frontend";
 const BACKEND: &str = "shop-backend";
 
 async fn send_trace(s: &TestServer, protocol: &str) -> Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/traces_e2e.py");
-    let grpc = s.srv().addrs.otlp_grpc.to_string();
-    let http = format!("http://{}", s.srv().addrs.otlp_http);
-    let protocol = protocol.to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
-            .args([
-                script,
-                "--protocol",
-                &protocol,
-                "--grpc",
-                &grpc,
-                "--http",
-                &http,
-            ])
-            .env("OTEL_SDK_DISABLED", "false")
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("python3 runs (the README test command installs the OpenTelemetry SDK)");
-    assert!(
-        out.status.success(),
-        "python sdk script failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let line = String::from_utf8(out.stdout).unwrap();
-    serde_json::from_str(line.trim().lines().last().unwrap()).unwrap()
+    run_python(s, "traces_e2e.py", &["--protocol", protocol]).await
 }
 
 async fn get(s: &TestServer, path: &str) -> (u16, Value) {

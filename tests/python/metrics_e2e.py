@@ -18,6 +18,7 @@ from opentelemetry.sdk.resources import Resource
 
 def main() -> int:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--grpc", help="unused: this script exports over OTLP/HTTP")
     ap.add_argument("--http", required=True)
     ap.add_argument("--service", required=True)
     ap.add_argument("--temporality", default="cumulative")
