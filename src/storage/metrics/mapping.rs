@@ -406,6 +406,45 @@ impl Emitter<'_> {
         self.out.otlp_points += 1;
     }
 
+    /// One histogram point as `_bucket{le}` series (cumulative counts, as
+    /// given in `buckets`), `_sum` when the point has one, and `_count`.
+    fn emit_histogram(
+        &mut self,
+        base: &BTreeMap<String, String>,
+        names: &HistogramNames,
+        p: &HistogramPoint,
+        buckets: &[(f64, u64)],
+        delta: bool,
+    ) {
+        for (le, c) in buckets {
+            self.emit(
+                base,
+                p.attrs,
+                &names.bucket,
+                Some(("le", format_bound(*le))),
+                p.time_ns,
+                *c as f64,
+                p.flags,
+                delta,
+            );
+        }
+        if let Some(s) = p.sum {
+            self.emit(
+                base, p.attrs, &names.sum, None, p.time_ns, s, p.flags, delta,
+            );
+        }
+        self.emit(
+            base,
+            p.attrs,
+            &names.count,
+            None,
+            p.time_ns,
+            p.count as f64,
+            p.flags,
+            delta,
+        );
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
@@ -441,6 +480,32 @@ impl Emitter<'_> {
             src: self.src,
         });
     }
+}
+
+/// The three series names of a histogram family.
+struct HistogramNames {
+    bucket: String,
+    sum: String,
+    count: String,
+}
+
+impl HistogramNames {
+    fn new(family: &str) -> Self {
+        HistogramNames {
+            bucket: format!("{family}_bucket"),
+            sum: format!("{family}_sum"),
+            count: format!("{family}_count"),
+        }
+    }
+}
+
+/// What both histogram kinds share besides their buckets.
+struct HistogramPoint<'a> {
+    attrs: &'a Attributes,
+    time_ns: u64,
+    flags: u32,
+    sum: Option<f64>,
+    count: u64,
 }
 
 /// Cumulative `(upper bound, count)` pairs of an exponential histogram.
@@ -547,114 +612,50 @@ fn map_metric(m: &Metric, base: &BTreeMap<String, String>, out: &mut Mapped) -> 
             points,
             temporality,
         } => {
-            let fam = hist_family();
+            let names = HistogramNames::new(&hist_family());
             let delta = *temporality == Temporality::Delta;
-            let (bucket, sum, count) = (
-                format!("{fam}_bucket"),
-                format!("{fam}_sum"),
-                format!("{fam}_count"),
-            );
             for p in points {
                 e.next_point();
-                let mut acc = 0u64;
-                if !p.bucket_counts.is_empty() {
-                    for (i, c) in p.bucket_counts.iter().enumerate() {
-                        acc += c;
-                        let le = p.explicit_bounds.get(i).copied().unwrap_or(f64::INFINITY);
-                        e.emit(
-                            base,
-                            &p.attributes,
-                            &bucket,
-                            Some(("le", format_bound(le))),
-                            p.time_ns,
-                            acc as f64,
-                            p.flags,
-                            delta,
-                        );
-                    }
+                let buckets: Vec<(f64, u64)> = if p.bucket_counts.is_empty() {
+                    vec![(f64::INFINITY, p.count)]
                 } else {
-                    e.emit(
-                        base,
-                        &p.attributes,
-                        &bucket,
-                        Some(("le", "+Inf".into())),
-                        p.time_ns,
-                        p.count as f64,
-                        p.flags,
-                        delta,
-                    );
-                }
-                if let Some(s) = p.sum {
-                    e.emit(
-                        base,
-                        &p.attributes,
-                        &sum,
-                        None,
-                        p.time_ns,
-                        s,
-                        p.flags,
-                        delta,
-                    );
-                }
-                e.emit(
-                    base,
-                    &p.attributes,
-                    &count,
-                    None,
-                    p.time_ns,
-                    p.count as f64,
-                    p.flags,
-                    delta,
-                );
+                    let mut acc = 0u64;
+                    p.bucket_counts
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| {
+                            acc += c;
+                            let le = p.explicit_bounds.get(i).copied().unwrap_or(f64::INFINITY);
+                            (le, acc)
+                        })
+                        .collect()
+                };
+                let point = HistogramPoint {
+                    attrs: &p.attributes,
+                    time_ns: p.time_ns,
+                    flags: p.flags,
+                    sum: p.sum,
+                    count: p.count,
+                };
+                e.emit_histogram(base, &names, &point, &buckets, delta);
             }
         }
         MetricData::ExponentialHistogram {
             points,
             temporality,
         } => {
-            let fam = hist_family();
+            let names = HistogramNames::new(&hist_family());
             let delta = *temporality == Temporality::Delta;
-            let (bucket, sum, count) = (
-                format!("{fam}_bucket"),
-                format!("{fam}_sum"),
-                format!("{fam}_count"),
-            );
             for p in points {
                 e.next_point();
-                for (le, c) in exp_buckets(p) {
-                    e.emit(
-                        base,
-                        &p.attributes,
-                        &bucket,
-                        Some(("le", format_bound(le))),
-                        p.time_ns,
-                        c as f64,
-                        p.flags,
-                        delta,
-                    );
-                }
-                if let Some(s) = p.sum {
-                    e.emit(
-                        base,
-                        &p.attributes,
-                        &sum,
-                        None,
-                        p.time_ns,
-                        s,
-                        p.flags,
-                        delta,
-                    );
-                }
-                e.emit(
-                    base,
-                    &p.attributes,
-                    &count,
-                    None,
-                    p.time_ns,
-                    p.count as f64,
-                    p.flags,
-                    delta,
-                );
+                let point = HistogramPoint {
+                    attrs: &p.attributes,
+                    time_ns: p.time_ns,
+                    flags: p.flags,
+                    sum: p.sum,
+                    count: p.count,
+                };
+                e.emit_histogram(base, &names, &point, &exp_buckets(p), delta);
             }
         }
         MetricData::Summary(points) => {
