@@ -419,15 +419,7 @@ async fn redaction_masks_before_storage_and_counts() {
         0,
         "the original is not indexed"
     );
-    let metrics = s
-        .http
-        .get(s.api_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.self_metrics().await;
     assert!(
         metrics.contains("tern_ingest_redactions_total{pattern=\"email\"} 1"),
         "{metrics}"

@@ -415,15 +415,7 @@ async fn cardinality_limits_reject_new_series() {
     let r = remote_write(&s, snappy(&write_request(&series))).await;
     assert_eq!(r.status(), 400);
 
-    let text = s
-        .http
-        .get(s.api_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = s.self_metrics().await;
     assert!(
         text.contains("tern_metrics_series_rejected_total{reason=\"per_metric_limit\"} 1"),
         "{text}"

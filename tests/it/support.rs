@@ -141,6 +141,18 @@ impl TestServer {
         body["data"].clone()
     }
 
+    /// The server's own Prometheus metrics (`/metrics`) as text.
+    pub async fn self_metrics(&self) -> String {
+        self.http
+            .get(self.api_url("/metrics"))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics body")
+    }
+
     /// Polls until `f` holds, for at most 10 s.
     pub async fn eventually(&self, what: &str, f: impl Fn(&Server) -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
