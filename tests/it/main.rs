@@ -12,4 +12,5 @@ mod otlp_http;
 mod prometheus_remote_write;
 mod promql_api;
 mod python_sdk;
+mod sql;
 mod traces;
