@@ -13,3 +13,4 @@ mod prometheus_remote_write;
 mod promql_api;
 mod python_sdk;
 mod traces;
+mod ui;

@@ -21,7 +21,8 @@ use crate::storage::{MetricStore, StorageError};
 use std::sync::Arc;
 
 /// The API router: health, readiness, self-metrics, status, the trace, log
-/// and metrics APIs, and the Prometheus query API over the metrics store.
+/// and metrics APIs, the Prometheus query API over the metrics store, and
+/// the embedded web UI for every other path (`api::ui`).
 pub fn api_router(state: ApiState) -> Router {
     let promql = prom::prom_router(
         Arc::new(RuntimeSeries(state.clone())),
@@ -35,7 +36,7 @@ pub fn api_router(state: ApiState) -> Router {
         .merge(traces::router())
         .merge(logs::router())
         .merge(metrics_store::router())
-        .fallback(not_found)
+        .fallback(super::ui::fallback)
         .with_state(state)
         .merge(promql)
 }
@@ -165,8 +166,4 @@ async fn status(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, A
         },
         "ingest_inflight_bytes": r.pipeline.budget().used_bytes(),
     })))
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorKind::NotFound, "not_found", "no such route")
 }
