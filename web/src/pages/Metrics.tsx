@@ -1,5 +1,5 @@
 import { useMemo, useRef, useState } from 'preact/hooks';
-import { get, qs, sql, type PromMatrix, type SqlResult } from '../api';
+import { ApiError, get, qs, sql, type PromMatrix, type SqlResult } from '../api';
 import { TimeChart, type ChartSeries } from '../components/Chart';
 import { Empty, ErrorBox, Loading, Status } from '../components/ui';
 import { useFetch, useTime } from '../hooks';
@@ -371,7 +371,10 @@ function SqlTab() {
       {!q ? (
         <Empty>Write a query over the spans, logs and metrics tables and run it.</Empty>
       ) : res.error ? (
-        <ErrorBox error={res.error} title="The SQL query failed" />
+        <ErrorBox
+          error={res.error instanceof ApiError && res.error.status === 404 ? new Error(`this server has no SQL API (POST /api/v1/sql answered 404: ${res.error.message})`) : res.error}
+          title="The SQL query failed"
+        />
       ) : !res.data ? (
         <Loading on={res.loading} label="Running…" />
       ) : (

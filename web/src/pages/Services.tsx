@@ -109,7 +109,7 @@ export function ServiceMap({ edges }: { edges: Edge[] }) {
     }
     const cols: string[][] = [];
     [...nodes].sort().forEach((n) => (cols[depth.get(n)!] ??= []).push(n));
-    const colW = 220;
+    const colW = 280;
     const rowH = 70;
     const pos = new Map<string, { x: number; y: number }>();
     const rows = Math.max(...cols.map((c) => c?.length ?? 0));

@@ -153,7 +153,7 @@ function TraceView({ trace }: { trace: Trace }) {
             <div class="wf-bar-cell">
               {ticks.map((f) => (
                 <span class="wf-tick" style={{ left: `${f * 100}%` }}>
-                  {fmtDuration(f * total)}
+                  {f === 0 ? '0' : fmtDuration(f * total)}
                 </span>
               ))}
             </div>
@@ -198,7 +198,8 @@ function TraceView({ trace }: { trace: Trace }) {
                     style={{ left: `${left}%`, width: `${width}%`, background: colorFor(s.service) }}
                     title={`${fmtDuration(n.end - n.start)}${crit ? ' (critical path)' : ''}`}
                   />
-                  <span class="wf-dur" style={{ left: `${Math.min(left + width, 92)}%` }}>
+                  {/* The duration beside the bar: after it, or before it when the bar ends near the right edge. */}
+                  <span class="wf-dur" style={left + width > 85 ? { right: `${100 - left}%`, marginRight: '6px' } : { left: `${left + width}%`, marginLeft: '6px' }}>
                     {fmtDuration(n.end - n.start)}
                   </span>
                 </div>
