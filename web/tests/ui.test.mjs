@@ -32,7 +32,7 @@ const TIMEOUT = 20_000;
 const haveBrowser = existsSync(browserPath);
 if (!haveBrowser) console.log(`SKIPPED browser tests: no Chromium at ${browserPath} (scripts/setup.sh test installs it)`);
 
-let server, dataDir, base, browser, page, sent;
+let server, dataDir, base, otlpBase, browser, page, sent;
 const pageErrors = [];
 const failedRequests = [];
 
@@ -97,6 +97,7 @@ before(async () => {
   const s = await startServer();
   server = s.child;
   base = `http://${s.http}`;
+  otlpBase = `http://${s.otlpHttp}`;
   sent = await sendTelemetry(s.otlpHttp, s.grpc);
   assert.equal(sent.ok, true, 'the SDK flushed everything');
   // The stores apply batches asynchronously after the acknowledgement.
@@ -243,6 +244,33 @@ t('the UI', async (ctx) => {
     await page.getByRole('alert').getByText('Invalid query', { exact: true }).waitFor();
   });
 
+  await step(ctx, 'live-tails new records', async () => {
+    await page.getByTestId('log-query').fill('service:ui-tail');
+    await page.getByTestId('log-tail').click();
+    await page.waitForURL(/tail=1/);
+    await page.getByTestId('tail').getByText('● live').waitFor();
+    // A record sent now (OTLP/HTTP JSON) appears without a reload; one of
+    // another service does not.
+    const now = `${Date.now()}000000`;
+    const body = (service, text) => ({
+      resourceLogs: [
+        {
+          resource: { attributes: [{ key: 'service.name', value: { stringValue: service } }] },
+          scopeLogs: [{ logRecords: [{ timeUnixNano: now, severityNumber: 13, severityText: 'WARN', body: { stringValue: text } }] }],
+        },
+      ],
+    });
+    for (const [svc, text] of [['ui-other', 'not this one'], ['ui-tail', 'tailed record 7']]) {
+      const r = await fetch(`${otlpBase}/v1/logs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body(svc, text)) });
+      assert.equal(r.status, 200);
+    }
+    await page.getByTestId('tail').getByText('tailed record 7').waitFor();
+    assert.equal(await page.getByTestId('tail').getByText('not this one').count(), 0);
+    await shot('07-live-tail');
+    await page.getByTestId('log-tail').click();
+    await page.waitForURL((u) => !u.search.includes('tail=1'));
+  });
+
   await step(ctx, 'completes metric names and charts a PromQL query', async () => {
     await page.getByTestId('nav-metrics').click();
     await page.waitForURL(/\/explore/);
@@ -265,7 +293,7 @@ t('the UI', async (ctx) => {
     assert.match(legend, /route="\/checkout"/);
     assert.doesNotMatch(legend, /route="\/cart"/);
     await page.getByText('8', { exact: true }).first().waitFor(); // the last value: 5 + 3
-    await shot('07-promql');
+    await shot('08-promql');
   });
 
   await step(ctx, 'shows SQL results or the SQL error cleanly', async () => {
@@ -273,7 +301,7 @@ t('the UI', async (ctx) => {
     await page.getByTestId('sql-run').click();
     await page.waitForURL(/sql=/);
     await waitFor('an SQL table or error', async () => (await page.getByTestId('sql-table').count()) + (await page.locator('.error-box').count()) > 0);
-    await shot('08-sql');
+    await shot('09-sql');
   });
 
   await step(ctx, 'switches to the dark theme and keeps state in the URL', async () => {
@@ -286,10 +314,10 @@ t('the UI', async (ctx) => {
     await page.getByTestId('promql-chart').locator('canvas').waitFor();
     assert.equal(await page.getByTestId('promql-input').inputValue(), 'ui_requests_total');
     assert.match(await page.getByTestId('time-range').innerText(), /Last 15 minutes/);
-    await shot('09-dark-metrics');
+    await shot('10-dark-metrics');
     await page.goto(`${base}/services`);
     await page.getByTestId('services-table').getByText('ui-frontend').waitFor();
-    await shot('10-dark-services');
+    await shot('11-dark-services');
   });
 
   await step(ctx, 'logged no page errors and made no failing request but the expected ones', () => {

@@ -15,6 +15,10 @@ function cssVar(name: string): string {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || '#888';
 }
 
+function hasIsolated(v: (number | null)[]): boolean {
+  return v.some((x, i) => x !== null && (i === 0 || v[i - 1] === null) && (i === v.length - 1 || v[i + 1] === null));
+}
+
 export function TimeChart({
   x,
   series,
@@ -50,7 +54,7 @@ export function TimeChart({
       legend: { show: series.length <= 12 },
       cursor: { drag: { x: true, y: false } },
       scales: { x: { time: true } },
-      axes: [axis, { ...axis, size: 60, values: yFormat ? (_u, vals) => vals.map((v) => yFormat(v)) : undefined }],
+      axes: [axis, { ...axis, size: 72, values: yFormat ? (_u, vals) => vals.map((v) => yFormat(v)) : undefined }],
       series: [
         {},
         ...series.map((s, i) => {
@@ -60,7 +64,8 @@ export function TimeChart({
             stroke: color,
             width: bars ? 0 : 1.5,
             fill: stacked || bars ? color + (bars ? 'cc' : '55') : undefined,
-            points: { show: false },
+            // Points only where a value stands alone between gaps (a line would not show it).
+            points: { show: hasIsolated(s.values), size: 5 },
             paths: bars ? uPlot.paths.bars!({ size: [0.9, 40], align: 1 }) : undefined,
             spanGaps: false,
           } as uPlot.Series;

@@ -180,7 +180,7 @@ function Scatter({ traces, start, end }: { traces: TraceSummary[]; start: number
           <text x={pad.l - 6} y={y(f * maxD) + 4} text-anchor="end" class="axis-label">
             {fmtDuration(f * maxD)}
           </text>
-          <text x={x(start + f * (end - start))} y={H - 6} text-anchor="middle" class="axis-label">
+          <text x={x(start + f * (end - start))} y={H - 6} text-anchor={f === 0 ? 'start' : f === 1 ? 'end' : 'middle'} class="axis-label">
             {fmtDateTime(start + f * (end - start)).slice(11, 19)}
           </text>
         </g>
