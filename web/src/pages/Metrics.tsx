@@ -183,14 +183,14 @@ function PromInput({
   const accept = (m: string) => {
     const el = ref.current!;
     const pos = el.selectionStart ?? value.length;
-    const { start } = wordAt(value, pos);
-    const next = value.slice(0, start) + m + value.slice(pos);
+    const { start } = wordAt(el.value, pos);
+    const next = el.value.slice(0, start) + m + el.value.slice(pos);
+    // The DOM first, synchronously, so keys typed right after land after the completion.
+    el.value = next;
+    el.setSelectionRange(start + m.length, start + m.length);
+    el.focus();
     onChange(next);
     setSugg([]);
-    requestAnimationFrame(() => {
-      el.focus();
-      el.setSelectionRange(start + m.length, start + m.length);
-    });
   };
   return (
     <div class="autocomplete">
