@@ -198,8 +198,18 @@ function TraceView({ trace }: { trace: Trace }) {
                     style={{ left: `${left}%`, width: `${width}%`, background: colorFor(s.service) }}
                     title={`${fmtDuration(n.end - n.start)}${crit ? ' (critical path)' : ''}`}
                   />
-                  {/* The duration beside the bar: after it, or before it when the bar ends near the right edge. */}
-                  <span class="wf-dur" style={left + width > 85 ? { right: `${100 - left}%`, marginRight: '6px' } : { left: `${left + width}%`, marginLeft: '6px' }}>
+                  {/* The duration beside the bar: after it; before it when the bar ends near
+                      the right edge; inside its end when it spans nearly the whole trace. */}
+                  <span
+                    class={`wf-dur ${left + width > 85 && left < 15 ? 'inside' : ''}`}
+                    style={
+                      left + width <= 85
+                        ? { left: `${left + width}%`, marginLeft: '6px' }
+                        : left >= 15
+                          ? { right: `${100 - left}%`, marginRight: '6px' }
+                          : { right: `${100 - left - width}%`, marginRight: '4px' }
+                    }
+                  >
                     {fmtDuration(n.end - n.start)}
                   </span>
                 </div>
