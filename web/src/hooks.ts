@@ -19,20 +19,25 @@ export interface Fetched<T> {
 
 /**
  * Runs `f` whenever `deps` change; aborts the previous run. Keeps the last
- * data while a refresh is loading, so auto-refresh does not flicker.
+ * data while a refresh is loading, so auto-refresh does not flicker, unless
+ * `key` (what is being asked, as opposed to when) changed: results of
+ * another question are not shown as if they answered this one.
  */
-export function useFetch<T>(f: ((signal: AbortSignal) => Promise<T>) | null, deps: unknown[]): Fetched<T> {
+export function useFetch<T>(f: ((signal: AbortSignal) => Promise<T>) | null, deps: unknown[], key?: string): Fetched<T> {
   const [state, set] = useState<Fetched<T>>({ data: undefined, error: undefined, loading: !!f });
   const fn = useRef(f);
   fn.current = f;
+  const lastKey = useRef(key);
   useEffect(() => {
     const run = fn.current;
+    const changed = key !== lastKey.current;
+    lastKey.current = key;
     if (!run) {
       set({ data: undefined, error: undefined, loading: false });
       return;
     }
     const ctl = new AbortController();
-    set((s) => ({ ...s, loading: true }));
+    set((s) => (changed ? { data: undefined, error: undefined, loading: true } : { ...s, loading: true }));
     run(ctl.signal).then(
       (data) => !ctl.signal.aborted && set({ data, error: undefined, loading: false }),
       (error) => !ctl.signal.aborted && set({ data: undefined, error, loading: false }),

@@ -19,7 +19,7 @@ const TAIL_MAX = 500;
 
 export function LogsPage() {
   const { params } = useRoute();
-  const { resolved, tick } = useTime();
+  const { range, resolved, tick } = useTime();
   const q = params.get('q') ?? '';
   const tail = params.get('tail') === '1';
   const [text, setText] = useState(q);
@@ -33,6 +33,7 @@ export function LogsPage() {
       : (s) =>
           get<LogPage>(`/api/v1/logs/search${qs({ q, start: ns(resolved.start), end: ns(resolved.end), limit: 100, step: `${step / 1000}s` })}`, s),
     [q, tail, resolved.start, resolved.end, tick],
+    `${q}|${range.from}|${range.to}`,
   );
   useEffect(() => {
     setMore(null);

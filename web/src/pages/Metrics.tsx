@@ -35,7 +35,7 @@ export function MetricsPage() {
 
 function PromTab() {
   const { params } = useRoute();
-  const { resolved, tick } = useTime();
+  const { range, resolved, tick } = useTime();
   const query = params.get('query') ?? '';
   const stacked = params.get('stacked') === '1';
   const [text, setText] = useState(query);
@@ -51,6 +51,7 @@ function PromTab() {
           )
       : null,
     [query, resolved.start, resolved.end, tick],
+    `${query}|${range.from}|${range.to}`,
   );
   const run = (q: string) => setParams({ query: q.trim() || undefined });
 
@@ -337,7 +338,7 @@ function SqlTab() {
   const q = params.get('sql') ?? '';
   const [text, setText] = useState(q || 'SELECT service, count(*) AS spans FROM spans GROUP BY service ORDER BY spans DESC LIMIT 20');
   const { tick } = useTime();
-  const res = useFetch(q ? (s) => sql(q, s) : null, [q, tick]);
+  const res = useFetch(q ? (s) => sql(q, s) : null, [q, tick], q);
   return (
     <div class="sql-tab">
       <form

@@ -181,6 +181,7 @@ export function ServicePage({ service }: { service: string }) {
         s,
       ),
     [service, resolved.start, resolved.end, tick],
+    service,
   );
   return (
     <div class="page">

@@ -39,6 +39,7 @@ export function TracesPage() {
         s,
       ),
     [key, resolved.start, resolved.end, tick],
+    key,
   );
 
   const submit = (e: Event) => {
