@@ -143,7 +143,7 @@ function TraceView({ trace }: { trace: Trace }) {
           Collapse all
         </button>
         <label class="check">
-          <input type="checkbox" checked={showCritical} onChange={() => setShowCritical(!showCritical)} /> Highlight the critical path
+          <input type="checkbox" checked={showCritical} onChange={() => setShowCritical(!showCritical)} /> Underline the critical path
         </label>
       </div>
       <div class="trace-layout">
