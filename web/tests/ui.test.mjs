@@ -187,7 +187,18 @@ t('the UI', async (ctx) => {
     await results.getByText('GET /checkout').waitFor();
     assert.equal(await page.getByTestId('trace-scatter').locator('circle').count(), 1);
     await shot('03-traces');
-    await results.getByTestId('trace-link').first().click();
+    // Attribute filters: one that matches the root span, one that matches nothing.
+    const form = page.getByTestId('trace-search');
+    await form.locator('select[name=service]').selectOption('');
+    await page.waitForURL((u) => !u.search.includes('service='));
+    await page.getByTestId('trace-search').locator('input[name=attr]').fill('http.route=/nope');
+    await page.getByTestId('trace-search').getByRole('button', { name: 'Search' }).click();
+    await page.getByText('No traces match in this time range').waitFor();
+    await page.getByTestId('trace-search').locator('input[name=attr]').fill('http.route=/checkout');
+    await page.getByTestId('trace-search').getByRole('button', { name: 'Search' }).click();
+    await page.waitForURL(/attr=http.route%3D%2Fcheckout/);
+    await page.getByTestId('trace-results').getByText('GET /checkout').waitFor();
+    await page.getByTestId('trace-results').getByTestId('trace-link').first().click();
     await page.waitForURL(new RegExp(`/traces/${sent.trace_id}`));
     await page.getByTestId('trace-title').getByText('ui-frontend: GET /checkout').waitFor();
     const rows = page.getByTestId('span-row');
@@ -195,7 +206,8 @@ t('the UI', async (ctx) => {
     // Depth-first order: root, client call, the callee's server span, its child.
     const names = await rows.locator('.op').allInnerTexts();
     assert.deepEqual(names, ['GET /checkout', 'POST checkout', 'process order', 'charge card']);
-    assert.ok((await page.locator('.wf-bar.critical').count()) >= 1, 'the critical path is highlighted');
+    // Each span runs inside its parent one after the other: all four are on the critical path.
+    assert.equal(await page.locator('.wf-bar.critical').count(), 4);
     // Span details with the exception event.
     await rows.filter({ hasText: 'charge card' }).click();
     const details = page.getByTestId('span-details');
@@ -295,6 +307,16 @@ t('the UI', async (ctx) => {
     assert.doesNotMatch(legend, /route="\/cart"/);
     await page.getByText('8', { exact: true }).first().waitFor(); // the last value: 5 + 3
     await shot('08-promql');
+    // Stacked: both routes, the chart redrawn in stacked mode.
+    await input.fill('ui_requests_total');
+    await page.getByTestId('promql-run').click();
+    await page.getByLabel('Stacked').check();
+    await page.waitForURL(/stacked=1/);
+    await page.getByTestId('promql-chart').locator('canvas').waitFor();
+    const stackedLegend = await page.getByTestId('promql-chart').locator('.u-legend').innerText();
+    assert.match(stackedLegend, /route="\/cart"/);
+    assert.match(stackedLegend, /route="\/checkout"/);
+    await page.getByLabel('Stacked').uncheck();
   });
 
   await step(ctx, 'shows SQL results or the SQL error cleanly', async () => {
