@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs what building and testing tern needs on Debian/Ubuntu, skipping
 # whatever is already present. Sourced by scripts/run.sh and scripts/test.sh.
-#   setup.sh build   - system packages for the build (C toolchain, clang for RocksDB bindings)
+#   setup.sh build   - system packages for the build (C toolchain, clang for RocksDB bindings,
+#                      Node.js and npm for the web UI)
 #   setup.sh test    - the above, plus the test clients (OpenTelemetry Python
 #                      SDK, Prometheus as a remote_write sender and PromQL reference)
+#                      and Chromium for the browser tests of the web UI
 #   setup.sh bench   - the build packages, plus Prometheus and VictoriaMetrics
 #                      for the benchmark's compare mode
 set -euo pipefail
@@ -26,11 +28,14 @@ missing=()
 for p in build-essential pkg-config clang libclang-dev; do
   installed "$p" || missing+=("$p")
 done
+# The cargo build compiles the web UI (build.rs runs npm).
+command -v npm >/dev/null || missing+=(nodejs npm)
 if [ "$what" = test ]; then
   # python3 and pip may come from elsewhere (pyenv); only ask apt when absent.
   command -v python3 >/dev/null || missing+=(python3)
   python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
   command -v prometheus >/dev/null || missing+=(prometheus)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
 fi
 if [ "$what" = bench ]; then
   command -v prometheus >/dev/null || missing+=(prometheus)

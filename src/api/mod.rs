@@ -7,6 +7,7 @@
 pub mod error;
 pub mod grpc;
 pub mod http;
+pub mod ui;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;

@@ -14,3 +14,4 @@ mod promql_api;
 mod python_sdk;
 mod sql;
 mod traces;
+mod ui;

@@ -23,7 +23,8 @@ use crate::storage::{MetricStore, StorageError};
 use std::sync::Arc;
 
 /// The API router: health, readiness, self-metrics, status, the trace, log
-/// and metrics APIs, and the Prometheus query API over the metrics store.
+/// and metrics APIs, the Prometheus query API over the metrics store, the
+/// SQL API, and the embedded web UI for every other path (`api::ui`).
 pub fn api_router(state: ApiState, sql_limits: SqlLimits) -> Router {
     let promql = prom::prom_router(
         Arc::new(RuntimeSeries(state.clone())),
@@ -45,7 +46,7 @@ pub fn api_router(state: ApiState, sql_limits: SqlLimits) -> Router {
         .merge(logs::router())
         .merge(metrics_store::router())
         .merge(sql)
-        .fallback(not_found)
+        .fallback(super::ui::fallback)
         .with_state(state)
         .merge(promql)
 }
@@ -175,8 +176,4 @@ async fn status(State(st): State<ApiState>) -> Result<Json<serde_json::Value>, A
         },
         "ingest_inflight_bytes": r.pipeline.budget().used_bytes(),
     })))
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorKind::NotFound, "not_found", "no such route")
 }
