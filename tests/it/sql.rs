@@ -156,6 +156,30 @@ async fn sql_over_python_sdk_data_matches_the_truth() {
     assert_eq!(r[1][0], "ok");
     assert_eq!(r[1][1].as_f64(), truth["orders"]["ok"].as_f64());
 
+    // Every label is also a column of its own.
+    let body = sql(
+        &s,
+        "SELECT outcome, max(value) FROM metrics \
+         WHERE metric = 'orders_total' AND outcome = 'failed' GROUP BY outcome",
+    )
+    .await;
+    assert_eq!(body["rows"][0][0], "failed", "{}", short(&body));
+    assert_eq!(
+        body["rows"][0][1].as_f64(),
+        truth["orders"]["failed"].as_f64()
+    );
+    assert_eq!(body["rows"].as_array().unwrap().len(), 1);
+    let plan = sql(
+        &s,
+        "EXPLAIN SELECT count(*) FROM metrics WHERE metric = 'orders_total' AND outcome = 'ok'",
+    )
+    .await;
+    let physical = plan["rows"][1][1].as_str().unwrap();
+    assert!(
+        physical.contains("metric=\"orders_total\", outcome=\"ok\""),
+        "{physical}"
+    );
+
     // Logs of the slowest trace: a join of spans and logs on the trace id.
     let r = rows(
         &s,

@@ -219,11 +219,9 @@ impl SqlEngine {
             .build();
         let ctx = SessionContext::new_with_state(state);
         for t in [Table::Spans, Table::Logs, Table::Metrics] {
-            ctx.register_table(
-                t.name(),
-                Arc::new(tables::SignalTable::new(t, sources.clone())),
-            )
-            .map_err(SqlError::from_df)?;
+            let table = tables::SignalTable::new(t, sources.clone())?;
+            ctx.register_table(t.name(), Arc::new(table))
+                .map_err(SqlError::from_df)?;
         }
         for f in functions::udfs() {
             ctx.register_udf(f);

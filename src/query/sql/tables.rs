@@ -20,9 +20,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, MapBuilder,
-    MapFieldNames, StringBuilder, TimestampNanosecondBuilder,
+    ArrayRef, BooleanBuilder, DictionaryArray, Float64Builder, Int32Array, Int32Builder,
+    Int64Builder, MapBuilder, MapFieldNames, StringArray, StringBuilder,
+    TimestampNanosecondBuilder,
 };
+use datafusion::arrow::datatypes::Int32Type;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::catalog::{Session, TableProvider};
@@ -204,9 +206,17 @@ enum Cond {
 
 fn literal_str(e: &Expr) -> Option<&str> {
     match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)), _)
-        | Expr::Literal(ScalarValue::LargeUtf8(Some(s)), _)
-        | Expr::Literal(ScalarValue::Utf8View(Some(s)), _) => Some(s),
+        Expr::Literal(v, _) => scalar_str(v),
+        _ => None,
+    }
+}
+
+fn scalar_str(v: &ScalarValue) -> Option<&str> {
+    match v {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => Some(s),
+        ScalarValue::Dictionary(_, inner) => scalar_str(inner),
         _ => None,
     }
 }
@@ -243,7 +253,11 @@ fn map_access<'a>(e: &'a Expr, column: &str) -> Option<&'a str> {
 
 /// The condition an expression pushes down, and whether the store applies
 /// it exactly (then DataFusion does not re-check it).
-fn classify(table: Table, e: &Expr) -> Option<(Cond, TableProviderFilterPushDown)> {
+fn classify(
+    table: Table,
+    label_columns: &[String],
+    e: &Expr,
+) -> Option<(Cond, TableProviderFilterPushDown)> {
     use TableProviderFilterPushDown::{Exact, Inexact};
     match e {
         Expr::ScalarFunction(f) if table == Table::Logs && f.name() == SEARCH_FN => {
@@ -303,7 +317,8 @@ fn classify(table: Table, e: &Expr) -> Option<(Cond, TableProviderFilterPushDown
                 };
                 return Some((Cond::Time(lo, hi), Exact));
             }
-            if op == Operator::Eq && table.eq_columns().contains(&name) {
+            let label_column = label_columns.iter().any(|c| c == name);
+            if op == Operator::Eq && (table.eq_columns().contains(&name) || label_column) {
                 return Some((
                     Cond::Eq(name.to_string(), literal_str(lit)?.to_string()),
                     Exact,
@@ -327,13 +342,13 @@ struct Plan {
 }
 
 impl Plan {
-    fn from_filters(table: Table, filters: &[Expr]) -> Plan {
+    fn from_filters(table: Table, label_columns: &[String], filters: &[Expr]) -> Plan {
         let mut p = Plan {
             end_ns: u64::MAX,
             ..Default::default()
         };
         for f in filters {
-            match classify(table, f).map(|c| c.0) {
+            match classify(table, label_columns, f).map(|c| c.0) {
                 Some(Cond::Time(lo, hi)) => {
                     p.start_ns = p.start_ns.max(lo);
                     p.end_ns = p.end_ns.min(hi);
@@ -397,7 +412,12 @@ pub struct SignalTable {
     table: Table,
     schema: SchemaRef,
     sources: Sources,
+    /// `metrics` only: one dictionary-encoded column per label name.
+    label_columns: Vec<String>,
 }
+
+/// Most label columns the `metrics` table gets (label names in sort order).
+pub const MAX_LABEL_COLUMNS: usize = 256;
 
 impl fmt::Debug for SignalTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -406,12 +426,36 @@ impl fmt::Debug for SignalTable {
 }
 
 impl SignalTable {
-    pub fn new(table: Table, sources: Sources) -> Self {
-        SignalTable {
-            table,
-            schema: table.schema(),
-            sources,
+    pub fn new(table: Table, sources: Sources) -> Result<Self, StorageError> {
+        let mut schema = table.schema();
+        let mut label_columns = Vec::new();
+        if table == Table::Metrics {
+            // Every label name becomes a column of its own, so grouping and
+            // filtering by a label need no map lookups per row.
+            let fixed: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            label_columns = sources
+                .metrics
+                .label_names(&[], i64::MIN, i64::MAX)?
+                .into_iter()
+                .filter(|n| n != METRIC_NAME && !fixed.contains(n))
+                .take(MAX_LABEL_COLUMNS)
+                .collect();
+            let mut fields: Vec<Field> = schema.fields().iter().map(|f| (**f).clone()).collect();
+            fields.extend(label_columns.iter().map(|n| {
+                Field::new(
+                    n,
+                    DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                    true,
+                )
+            }));
+            schema = Arc::new(Schema::new(fields));
         }
+        Ok(SignalTable {
+            table,
+            schema,
+            sources,
+            label_columns,
+        })
     }
 }
 
@@ -431,7 +475,7 @@ impl TableProvider for SignalTable {
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         filters
             .iter()
-            .map(|f| match classify(self.table, f) {
+            .map(|f| match classify(self.table, &self.label_columns, f) {
                 Some((Cond::Search(q), how)) => match crate::query::logs::parse(&q) {
                     Ok(_) => Ok(how),
                     Err(e) => Err(DataFusionError::Plan(format!("search({q:?}): {e}"))),
@@ -455,7 +499,7 @@ impl TableProvider for SignalTable {
         };
         let schema = Arc::new(self.schema.project(&columns)?);
         let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-        let plan = Plan::from_filters(self.table, filters);
+        let plan = Plan::from_filters(self.table, &self.label_columns, filters);
         Ok(Arc::new(ScanExec::new(ScanJob {
             table: self.table,
             schema,
@@ -932,7 +976,30 @@ impl ScanJob {
                     }
                     Arc::new(b.finish())
                 }
-                other => return Err(StorageError::Backend(format!("metrics: no column {other}"))),
+                other => {
+                    // A label column: one dictionary entry per distinct value.
+                    let mut keys = Vec::with_capacity(n);
+                    let mut values: Vec<Option<&str>> = Vec::new();
+                    let mut index: HashMap<Option<&str>, i32> = HashMap::new();
+                    let mut left = n;
+                    for s in series {
+                        let v = label(&s.labels, other);
+                        let next = values.len() as i32;
+                        let k = *index.entry(v).or_insert_with(|| {
+                            values.push(v);
+                            next
+                        });
+                        let take = s.samples.len().min(left);
+                        keys.extend(std::iter::repeat_n(k, take));
+                        left -= take;
+                    }
+                    let keys = Int32Array::from(keys);
+                    let values: ArrayRef = Arc::new(StringArray::from(values));
+                    Arc::new(
+                        DictionaryArray::<Int32Type>::try_new(keys, values)
+                            .map_err(|e| StorageError::Backend(e.to_string()))?,
+                    )
+                }
             });
         }
         RecordBatch::try_new(self.schema.clone(), cols)
