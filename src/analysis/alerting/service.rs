@@ -850,3 +850,37 @@ fn new_id(now: i64) -> String {
     let h = r.hash_one((now, n));
     format!("{:012x}-{h:016x}", now as u64 & 0xffff_ffff_ffff)
 }
+
+impl AlertingOptions {
+    /// The options of `[alerting]`; `http_addr` makes the default external URL.
+    pub fn from_config(c: &crate::config::AlertingConfig, http_addr: std::net::SocketAddr) -> Self {
+        let d = AlertingOptions::default();
+        AlertingOptions {
+            default_interval: PromDuration(c.evaluation_interval.0),
+            external_url: if c.external_url.is_empty() {
+                format!("http://{http_addr}")
+            } else {
+                c.external_url.trim_end_matches('/').to_string()
+            },
+            timing: Timing {
+                group_wait_ms: c.group_wait.0.as_millis() as i64,
+                group_interval_ms: c.group_interval.0.as_millis() as i64,
+                repeat_interval_ms: c.repeat_interval.0.as_millis() as i64,
+            },
+            resolve_timeout_ms: c.resolve_timeout.0.as_millis() as i64,
+            tick: c.resolution.0,
+            retry: RetryPolicy {
+                initial_backoff: c.retry_initial_backoff.0,
+                max_backoff: c.retry_max_backoff.0,
+                max_attempts: c.retry_max_attempts,
+                timeout: c.delivery_timeout.0,
+                queue_capacity: c.queue_capacity,
+            },
+            max_alerts: c.max_alerts,
+            history_max_rows: c.history_max_rows,
+            history_retention_ms: c.history_retention.0.as_millis() as i64,
+            slo_interval: PromDuration(c.slo_evaluation_interval.0),
+            ..d
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! HTTP routers: the API/UI server (`server.http_addr`) and the OTLP/HTTP
 //! receiver (`server.otlp_http_addr`).
 
+pub mod alerting;
 pub mod logs;
 pub mod metrics_store;
 pub mod otlp;
@@ -35,6 +36,7 @@ pub fn api_router(state: ApiState) -> Router {
         .merge(traces::router())
         .merge(logs::router())
         .merge(metrics_store::router())
+        .merge(alerting::router())
         .fallback(not_found)
         .with_state(state)
         .merge(promql)
