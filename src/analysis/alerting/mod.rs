@@ -15,6 +15,8 @@ pub mod time;
 
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod delivery_tests;
 
 use crate::storage::meta::MetaError;
 
