@@ -2,6 +2,7 @@
 
 mod support;
 
+mod alerting;
 mod bench_smoke;
 mod config_example;
 mod crash;

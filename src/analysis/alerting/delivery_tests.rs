@@ -43,7 +43,9 @@ async fn hook(State(r): State<Receiver>, Json(body): Json<Value>) -> StatusCode 
 async fn start_receiver(fail_first: usize) -> (Receiver, String) {
     let r = Receiver::default();
     r.fail_first.store(fail_first, Ordering::SeqCst);
-    let app = Router::new().route("/hook", post(hook)).with_state(r.clone());
+    let app = Router::new()
+        .route("/hook", post(hook))
+        .with_state(r.clone());
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     tokio::spawn(async move {
@@ -186,7 +188,10 @@ async fn webhook_groups_dedups_repeats_and_sends_resolved() {
     assert_eq!(first["version"], "4");
     assert_eq!(first["status"], "firing");
     assert_eq!(first["receiver"], "hook");
-    assert_eq!(first["groupLabels"], serde_json::json!({"alertname": "Down"}));
+    assert_eq!(
+        first["groupLabels"],
+        serde_json::json!({"alertname": "Down"})
+    );
     assert_eq!(first["commonLabels"]["alertname"], "Down");
     assert_eq!(first["commonAnnotations"]["summary"], "it broke");
     assert_eq!(first["externalURL"], "http://tern.test");
@@ -197,7 +202,10 @@ async fn webhook_groups_dedups_repeats_and_sends_resolved() {
     );
     // Dedup: the same alerts again change nothing for several group intervals.
     run.svc
-        .receive_alerts(vec![alert(&[("alertname", "Down"), ("instance", "a")], far)])
+        .receive_alerts(vec![alert(
+            &[("alertname", "Down"), ("instance", "a")],
+            far,
+        )])
         .unwrap();
     tokio::time::sleep(Duration::from_millis(900)).await;
     assert_eq!(rx.bodies.lock().len(), 1, "no duplicate notifications");
@@ -206,17 +214,26 @@ async fn webhook_groups_dedups_repeats_and_sends_resolved() {
     assert_eq!(statuses(&rx.bodies.lock()[1]).len(), 2);
     // Resolve one: the next notification carries it as resolved.
     run.svc
-        .receive_alerts(vec![alert(&[("alertname", "Down"), ("instance", "b")], Some(now_ms()))])
+        .receive_alerts(vec![alert(
+            &[("alertname", "Down"), ("instance", "b")],
+            Some(now_ms()),
+        )])
         .unwrap();
     wait_for("the resolved notification", || rx.bodies.lock().len() == 3).await;
     let third = rx.bodies.lock()[2].clone();
     assert_eq!(
         statuses(&third),
-        vec![("a".into(), "firing".into()), ("b".into(), "resolved".into())]
+        vec![
+            ("a".into(), "firing".into()),
+            ("b".into(), "resolved".into())
+        ]
     );
     // Resolving the last one sends an all-resolved notification.
     run.svc
-        .receive_alerts(vec![alert(&[("alertname", "Down"), ("instance", "a")], Some(now_ms()))])
+        .receive_alerts(vec![alert(
+            &[("alertname", "Down"), ("instance", "a")],
+            Some(now_ms()),
+        )])
         .unwrap();
     wait_for("the final notification", || rx.bodies.lock().len() == 4).await;
     let last = rx.bodies.lock()[3].clone();
@@ -244,7 +261,11 @@ async fn failed_deliveries_are_retried_and_failing_channels_are_visible() {
         },
         inhibit_rules: vec![],
     };
-    let run = start_service(vec![webhook("flaky", &url), webhook("dead", &dead)], routing).await;
+    let run = start_service(
+        vec![webhook("flaky", &url), webhook("dead", &dead)],
+        routing,
+    )
+    .await;
     let far = Some(now_ms() + 60_000);
     run.svc
         .receive_alerts(vec![
@@ -252,10 +273,16 @@ async fn failed_deliveries_are_retried_and_failing_channels_are_visible() {
             alert(&[("alertname", "B"), ("team", "ghost")], far),
         ])
         .unwrap();
-    wait_for("delivery after two failures", || rx.bodies.lock().len() == 1).await;
+    wait_for("delivery after two failures", || {
+        rx.bodies.lock().len() == 1
+    })
+    .await;
     assert_eq!(rx.attempts.load(Ordering::SeqCst), 3);
     wait_for("the dead channel giving up", || {
-        run.svc.channel_status().get("dead").is_some_and(|s| s.failed == 1)
+        run.svc
+            .channel_status()
+            .get("dead")
+            .is_some_and(|s| s.failed == 1)
     })
     .await;
     let st = run.svc.channel_status();
@@ -263,7 +290,10 @@ async fn failed_deliveries_are_retried_and_failing_channels_are_visible() {
     assert_eq!(flaky.delivered, 1);
     assert_eq!(flaky.consecutive_failures, 0);
     assert!(!flaky.failing);
-    assert!(flaky.last_error.as_deref().unwrap_or("").contains("500"), "{flaky:?}");
+    assert!(
+        flaky.last_error.as_deref().unwrap_or("").contains("500"),
+        "{flaky:?}"
+    );
     let dead = &st["dead"];
     assert!(dead.failing);
     assert_eq!(dead.consecutive_failures, 4, "max_attempts = 4");
@@ -313,8 +343,24 @@ async fn silences_mute_until_they_expire_and_inhibition_mutes_targets() {
     run.svc
         .receive_alerts(vec![
             alert(&[("alertname", "Maintenance"), ("instance", "m")], far),
-            alert(&[("alertname", "DiskFull"), ("instance", "crit"), ("severity", "critical"), ("cluster", "eu")], far),
-            alert(&[("alertname", "DiskFull"), ("instance", "warn"), ("severity", "warning"), ("cluster", "eu")], far),
+            alert(
+                &[
+                    ("alertname", "DiskFull"),
+                    ("instance", "crit"),
+                    ("severity", "critical"),
+                    ("cluster", "eu"),
+                ],
+                far,
+            ),
+            alert(
+                &[
+                    ("alertname", "DiskFull"),
+                    ("instance", "warn"),
+                    ("severity", "warning"),
+                    ("cluster", "eu"),
+                ],
+                far,
+            ),
         ])
         .unwrap();
     wait_for("the DiskFull notification", || rx.bodies.lock().len() == 1).await;
@@ -331,11 +377,17 @@ async fn silences_mute_until_they_expire_and_inhibition_mutes_targets() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(rx.bodies.lock().len(), 1);
     // ...and a notification as soon as it expires.
-    wait_for("the notification after the silence expired", || rx.bodies.lock().len() == 2).await;
+    wait_for("the notification after the silence expired", || {
+        rx.bodies.lock().len() == 2
+    })
+    .await;
     let second = rx.bodies.lock()[1].clone();
     assert_eq!(second["groupLabels"]["alertname"], "Maintenance");
     let arrived = now_ms() - now;
-    assert!(arrived < 1000 + 250, "sent {arrived} ms after the silence was made");
+    assert!(
+        arrived < 1000 + 250,
+        "sent {arrived} ms after the silence was made"
+    );
     assert!(run.svc.silences().unwrap()[0].expiry_handled);
 }
 
@@ -418,7 +470,10 @@ async fn email_over_smtp_and_slack_messages() {
     let run = start_service(channels, by_alertname()).await;
     let far = Some(now_ms() + 60_000);
     run.svc
-        .receive_alerts(vec![alert(&[("alertname", "Down"), ("instance", "db1")], far)])
+        .receive_alerts(vec![alert(
+            &[("alertname", "Down"), ("instance", "db1")],
+            far,
+        )])
         .unwrap();
     wait_for("the mail", || !mails.lock().is_empty()).await;
     wait_for("the slack message", || !slack.bodies.lock().is_empty()).await;
@@ -431,10 +486,16 @@ async fn email_over_smtp_and_slack_messages() {
     let msg = slack.bodies.lock()[0].clone();
     assert_eq!(msg["text"], "[FIRING:1] Down");
     assert_eq!(msg["channel"], "#alerts");
-    assert!(msg["attachments"][0]["text"].as_str().unwrap().contains("it broke"));
+    assert!(msg["attachments"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("it broke"));
     // Resolved: mailed (send_resolved), not posted to Slack (send_resolved: false).
     run.svc
-        .receive_alerts(vec![alert(&[("alertname", "Down"), ("instance", "db1")], Some(now_ms()))])
+        .receive_alerts(vec![alert(
+            &[("alertname", "Down"), ("instance", "db1")],
+            Some(now_ms()),
+        )])
         .unwrap();
     wait_for("the resolved mail", || mails.lock().len() == 2).await;
     assert!(mails.lock()[1].contains("Subject: [RESOLVED] Down"));

@@ -14,9 +14,9 @@ pub mod template;
 pub mod time;
 
 #[cfg(test)]
-pub(crate) mod tests;
-#[cfg(test)]
 mod delivery_tests;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use crate::storage::meta::MetaError;
 
