@@ -301,10 +301,8 @@ impl AlertingConfig {
         if self.history_max_rows == 0 || self.history_retention.0 < Duration::from_secs(60) {
             return bad("history_max_rows must be positive and history_retention at least 1m");
         }
-        if !self.external_url.is_empty()
-            && !(self.external_url.starts_with("http://")
-                || self.external_url.starts_with("https://"))
-        {
+        let url = &self.external_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
             return bad("external_url must be empty or an http(s) URL");
         }
         Ok(())

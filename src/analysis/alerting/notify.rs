@@ -426,12 +426,11 @@ impl Dispatcher {
     pub fn put(&mut self, mut alert: Alert, now: i64) -> Result<String, AlertingError> {
         let fp = fingerprint(&alert.labels);
         match self.alerts.get(&fp) {
-            Some(old) => {
-                // A continuing alert keeps its start.
-                if !old.resolved(now) && old.starts_at_ms < alert.starts_at_ms {
-                    alert.starts_at_ms = old.starts_at_ms;
-                }
+            // A continuing alert keeps its start.
+            Some(old) if !old.resolved(now) && old.starts_at_ms < alert.starts_at_ms => {
+                alert.starts_at_ms = old.starts_at_ms;
             }
+            Some(_) => {}
             None if self.alerts.len() >= self.max_alerts => {
                 return Err(AlertingError::LimitExceeded(format!(
                     "more than {} alerts are held",

@@ -115,6 +115,16 @@ pub struct AlertingService {
     admin: Mutex<()>,
 }
 
+/// A group as the API reports it.
+pub struct GroupView {
+    pub group: CompiledGroup,
+    /// Generated from an SLO (not stored as a rule group).
+    pub generated: bool,
+    pub last_eval_ms: Option<i64>,
+    pub eval_seconds: f64,
+    pub rules: Vec<RuleView>,
+}
+
 /// A rule as the API reports it.
 pub struct RuleView {
     pub group: String,
@@ -533,7 +543,7 @@ impl AlertingService {
     // ---- views -------------------------------------------------------
 
     /// Every group (stored and generated) with its rules' state.
-    pub fn rule_views(&self) -> Vec<(CompiledGroup, bool, Option<i64>, f64, Vec<RuleView>)> {
+    pub fn rule_views(&self) -> Vec<GroupView> {
         let inner = self.inner.lock();
         inner
             .groups
@@ -549,13 +559,13 @@ impl AlertingService {
                         state: inner.states.get(&r.key).cloned().unwrap_or_default(),
                     })
                     .collect();
-                (
-                    g.group.clone(),
-                    g.generated,
-                    g.last_eval_ms,
-                    g.eval_seconds,
+                GroupView {
+                    group: g.group.clone(),
+                    generated: g.generated,
+                    last_eval_ms: g.last_eval_ms,
+                    eval_seconds: g.eval_seconds,
                     rules,
-                )
+                }
             })
             .collect()
     }

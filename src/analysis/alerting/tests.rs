@@ -75,20 +75,16 @@ fn group(yaml: &str) -> CompiledGroup {
     compile_group(&f.groups[0], PromDuration(Duration::from_secs(60))).unwrap()
 }
 
+/// An alert as seen at one evaluation: state, labels, annotations.
+type Seen = (
+    AlertState,
+    BTreeMap<String, String>,
+    BTreeMap<String, String>,
+);
+
 /// Evaluates every rule of `g` at each step from 0 to `end`, returning per
 /// evaluation time the alerts (state, labels, annotations) of all rules.
-fn run(
-    g: &CompiledGroup,
-    src: &Sources,
-    end_ms: i64,
-) -> BTreeMap<
-    i64,
-    Vec<(
-        AlertState,
-        BTreeMap<String, String>,
-        BTreeMap<String, String>,
-    )>,
-> {
+fn run(g: &CompiledGroup, src: &Sources, end_ms: i64) -> BTreeMap<i64, Vec<Seen>> {
     let mut states: Vec<RuleState> = vec![RuleState::default(); g.rules.len()];
     let mut out = BTreeMap::new();
     let mut t = 0;
@@ -362,7 +358,7 @@ async fn restart_keeps_pending_timers_firing_alerts_and_history() {
             svc.evaluate_due(t * MIN);
         }
         let views = svc.rule_views();
-        assert_eq!(views[0].4[0].state.rule_state(), AlertState::Pending);
+        assert_eq!(views[0].rules[0].state.rule_state(), AlertState::Pending);
     }
     // A new process: the pending alert keeps its active time (3m), so it
     // fires at 6m, not 3m after the restart.
@@ -371,7 +367,7 @@ async fn restart_keeps_pending_timers_firing_alerts_and_history() {
         now.store(t * MIN, Ordering::SeqCst);
         svc.evaluate_due(t * MIN);
         let views = svc.rule_views();
-        let st = &views[0].4[0].state;
+        let st = &views[0].rules[0].state;
         let want = if t < 6 {
             AlertState::Pending
         } else {
@@ -384,7 +380,7 @@ async fn restart_keeps_pending_timers_firing_alerts_and_history() {
     drop(svc);
     let svc = open(clock);
     let views = svc.rule_views();
-    assert_eq!(views[0].4[0].state.rule_state(), AlertState::Firing);
+    assert_eq!(views[0].rules[0].state.rule_state(), AlertState::Firing);
     let h = svc
         .history(&HistoryQuery {
             limit: 10,

@@ -146,8 +146,11 @@ async fn prom_rules(State(st): State<ApiState>) -> Result<Json<Value>, ApiError>
     let groups: Vec<Value> = svc
         .rule_views()
         .into_iter()
-        .map(|(g, generated, last, took, rules)| {
-            let rules: Vec<Value> = rules
+        .map(|gv| {
+            let (g, generated, last, took) =
+                (&gv.group, gv.generated, gv.last_eval_ms, gv.eval_seconds);
+            let rules: Vec<Value> = gv
+                .rules
                 .iter()
                 .map(|v| {
                     let r = &v.rule;
@@ -214,7 +217,7 @@ async fn prom_alerts(State(st): State<ApiState>) -> Result<Json<Value>, ApiError
     let alerts: Vec<Value> = svc
         .rule_views()
         .into_iter()
-        .flat_map(|(_, _, _, _, rules)| rules)
+        .flat_map(|g| g.rules)
         .flat_map(|v| {
             v.state
                 .alerts
@@ -325,8 +328,8 @@ async fn list_groups(State(st): State<ApiState>) -> Result<Json<Value>, ApiError
     let groups = blocking(&st, |s| {
         s.rule_views()
             .into_iter()
-            .filter(|g| !g.1)
-            .map(|g| Ok(g.0.def))
+            .filter(|g| !g.generated)
+            .map(|g| Ok(g.group.def))
             .collect::<Result<Vec<RuleGroup>, AlertingError>>()
     })
     .await?;
