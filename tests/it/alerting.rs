@@ -158,6 +158,12 @@ async fn rule_file_import_to_webhook_over_http() {
     assert_eq!(g["rules"][1]["type"], "alerting");
     assert_eq!(g["rules"][1]["state"], "firing");
     assert_eq!(g["rules"][1]["query"], "queue_depth > 100");
+    let only_alerts = get_json(&s, "/api/v1/rules?type=alert").await;
+    let rules = only_alerts["data"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["name"], "QueueTooDeep");
 
     // The recording rule wrote its series into the metrics store.
     poll("the recorded series", async || {
@@ -181,6 +187,17 @@ async fn rule_file_import_to_webhook_over_http() {
     let ch = get_json(&s, "/api/v1/alerting/channels").await;
     assert_eq!(ch["channels"][0]["name"], "oncall");
     assert!(ch["channels"][0]["status"]["delivered"].as_u64().unwrap() >= 1);
+
+    // The server's own metrics show evaluation and delivery.
+    let m = s.self_metrics().await;
+    for needle in [
+        "tern_alerting_alerts{state=\"firing\"} 1",
+        "tern_alerting_notifications_total{channel=\"oncall\",outcome=\"success\"}",
+        "tern_alerting_channel_failing{channel=\"oncall\"} 0",
+        "tern_alerting_rule_evaluations_total{outcome=\"ok\"}",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from /metrics");
+    }
 
     // Alertmanager v2: Prometheus/vmalert can send us their alerts.
     let r = s

@@ -113,6 +113,41 @@ pub struct AlertingService {
     delivery: Delivery,
     /// Serialises definition changes (read-modify-write of the meta store).
     admin: Mutex<()>,
+    metrics: EvalMetrics,
+}
+
+/// The service's own metrics on `/metrics`.
+struct EvalMetrics {
+    evaluations: prometheus::IntCounterVec,
+    alerts: prometheus::IntGaugeVec,
+}
+
+impl EvalMetrics {
+    fn new(registry: &prometheus::Registry) -> Self {
+        let evaluations = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "tern_alerting_rule_evaluations_total",
+                "Rule evaluations by outcome (ok, error)",
+            ),
+            &["outcome"],
+        )
+        .unwrap_or_else(|e| panic!("evaluation counter definition is invalid: {e}"));
+        let alerts = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                "tern_alerting_alerts",
+                "Alerts of the rules by state (pending, firing)",
+            ),
+            &["state"],
+        )
+        .unwrap_or_else(|e| panic!("alert gauge definition is invalid: {e}"));
+        // Another service on the same registry (tests) keeps the first's.
+        let _ = registry.register(Box::new(evaluations.clone()));
+        let _ = registry.register(Box::new(alerts.clone()));
+        EvalMetrics {
+            evaluations,
+            alerts,
+        }
+    }
 }
 
 /// A group as the API reports it.
@@ -167,6 +202,7 @@ impl AlertingService {
             inner: Mutex::new(Inner::default()),
             delivery,
             admin: Mutex::new(()),
+            metrics: EvalMetrics::new(registry),
         });
         // Alert state survives restarts.
         {
@@ -699,6 +735,12 @@ impl AlertingService {
                 }
             }
             state.eval_seconds = started.elapsed().as_secs_f64();
+            let outcome = if state.health == super::state::Health::Err {
+                "error"
+            } else {
+                "ok"
+            };
+            self.metrics.evaluations.with_label_values(&[outcome]).inc();
             let changed = before.alerts != state.alerts
                 || before.health != state.health
                 || before.last_error != state.last_error;
@@ -780,6 +822,25 @@ impl AlertingService {
 
     /// Flushes due notification groups and queues their notifications.
     pub fn notify(&self, now: i64) {
+        {
+            let inner = self.inner.lock();
+            let (mut pending, mut firing) = (0i64, 0i64);
+            for a in inner.states.values().flat_map(|s| s.alerts.values()) {
+                match a.state {
+                    AlertState::Pending => pending += 1,
+                    AlertState::Firing => firing += 1,
+                    _ => {}
+                }
+            }
+            self.metrics
+                .alerts
+                .with_label_values(&["pending"])
+                .set(pending);
+            self.metrics
+                .alerts
+                .with_label_values(&["firing"])
+                .set(firing);
+        }
         let out = self.dispatcher.lock().tick(now);
         for (key, sent) in &out.log {
             if let Ok(v) = serde_json::to_value(sent) {

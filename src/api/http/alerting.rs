@@ -141,8 +141,28 @@ fn prom_alert(a: &crate::analysis::alerting::state::ActiveAlert) -> Value {
     v
 }
 
-async fn prom_rules(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+#[derive(Deserialize)]
+struct RulesParams {
+    /// `alert` or `record`: only rules of that type (as Prometheus).
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+async fn prom_rules(
+    State(st): State<ApiState>,
+    Query(p): Query<RulesParams>,
+) -> Result<Json<Value>, ApiError> {
     let svc = service(&st)?;
+    let want_recording = match p.kind.as_deref() {
+        None | Some("") => None,
+        Some("alert") => Some(false),
+        Some("record") => Some(true),
+        Some(other) => {
+            return Err(bad(format!(
+                "unsupported rule type {other:?}: use alert or record"
+            )))
+        }
+    };
     let groups: Vec<Value> = svc
         .rule_views()
         .into_iter()
@@ -152,6 +172,7 @@ async fn prom_rules(State(st): State<ApiState>) -> Result<Json<Value>, ApiError>
             let rules: Vec<Value> = gv
                 .rules
                 .iter()
+                .filter(|v| want_recording.is_none_or(|w| w == v.rule.recording))
                 .map(|v| {
                     let r = &v.rule;
                     let health = serde_json::to_value(v.state.health).unwrap_or(json!("unknown"));
