@@ -69,18 +69,20 @@ pub fn parse_rfc3339(s: &str) -> Result<i64, String> {
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
         }
-        let digits = &s[start..i];
+        let digits = s.get(start..i).ok_or_else(err)?;
         if digits.is_empty() {
             return Err(err());
         }
         let d3: String = digits.chars().chain("000".chars()).take(3).collect();
         frac_ms = d3.parse().map_err(|_| err())?;
     }
-    let offset_s = match &s[i..] {
+    let offset_s = match s.get(i..).ok_or_else(err)? {
         "Z" | "z" => 0,
         tz if tz.len() == 6 && (tz.starts_with('+') || tz.starts_with('-')) => {
-            let hh: i64 = tz[1..3].parse().map_err(|_| err())?;
-            let mm: i64 = tz[4..6].parse().map_err(|_| err())?;
+            let part = |r: std::ops::Range<usize>| -> Result<i64, String> {
+                tz.get(r).and_then(|x| x.parse().ok()).ok_or_else(err)
+            };
+            let (hh, mm) = (part(1..3)?, part(4..6)?);
             let o = hh * 3600 + mm * 60;
             if tz.starts_with('-') {
                 -o
@@ -118,5 +120,32 @@ mod tests {
         );
         assert!(parse_rfc3339("yesterday").is_err());
         assert!(parse_rfc3339("2023-13-14T22:13:20Z").is_err());
+        assert!(parse_rfc3339("2023-11-14T22:13:20+0é00").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = parse_rfc3339(&s);
+            let _ = crate::analysis::alerting::template::Template::parse(&s);
+            let _ = crate::analysis::alerting::notify::Matcher::parse(&s);
+            let _ = crate::analysis::alerting::rules::Condition::parse(&s);
+            let _ = crate::analysis::alerting::rules::PromDuration::parse(&s);
+            let _ = crate::analysis::alerting::rules::SpanMeasure::parse(&s);
+            let _ = crate::analysis::alerting::rules::parse_rule_file(&s);
+        }
+
+        #[test]
+        fn timestamps_round_trip(ms in -62_135_596_800_000i64..253_402_300_799_999i64) {
+            proptest::prop_assert_eq!(parse_rfc3339(&format_rfc3339(ms)).unwrap(), ms);
+        }
+
+        #[test]
+        fn rfc3339_prefixes_never_panic(cut in 0usize..40, tz in "[+\\-Zé0-9:]{0,7}") {
+            let full = format!("2024-05-01T12:00:00.123{tz}");
+            let s: String = full.chars().take(cut).collect();
+            let _ = parse_rfc3339(&s);
+            let _ = parse_rfc3339(&full);
+        }
     }
 }
