@@ -137,7 +137,7 @@ async fn rule_file_import_to_webhook_over_http() {
     assert_eq!(a["labels"]["job"], "metrics-svc");
     assert_eq!(a["labels"]["severity"], "page");
     assert_eq!(a["annotations"]["summary"], "metrics-svc queue at 250");
-    assert_eq!(a["value"], "250");
+    assert_eq!(a["value"], "2.5e+02", "formatted as Prometheus does");
 
     poll("the webhook", async || !hooks.lock().is_empty()).await;
     let hook = hooks.lock()[0].clone();

@@ -11,6 +11,7 @@ mod metrics_store;
 mod otlp_grpc;
 mod otlp_http;
 mod prometheus_remote_write;
+mod prometheus_rules_compat;
 mod promql_api;
 mod python_sdk;
 mod traces;

@@ -124,13 +124,32 @@ fn ok(data: Value) -> Json<Value> {
 
 // ---- Prometheus shapes ------------------------------------------------
 
+/// A value as Prometheus shows an alert's (Go's `%e` with the shortest
+/// precision: `1e+00`, `2.5e-01`).
+fn go_exp(v: f64) -> String {
+    if !v.is_finite() {
+        return format_value(v);
+    }
+    let s = format!("{v:e}");
+    match s.split_once('e') {
+        Some((m, e)) => {
+            let (sign, digits) = match e.strip_prefix('-') {
+                Some(d) => ('-', d),
+                None => ('+', e),
+            };
+            format!("{m}e{sign}{digits:0>2}")
+        }
+        None => s,
+    }
+}
+
 fn prom_alert(a: &crate::analysis::alerting::state::ActiveAlert) -> Value {
     let mut v = json!({
         "labels": a.labels,
         "annotations": a.annotations,
         "state": a.state.as_str(),
         "activeAt": format_rfc3339(a.active_at_ms),
-        "value": format_value(a.value),
+        "value": go_exp(a.value),
     });
     if let Some(k) = a.keep_firing_since_ms {
         v["keepFiringSince"] = json!(format_rfc3339(k));
@@ -183,16 +202,20 @@ async fn prom_rules(
                         .unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
                     let labels: BTreeMap<&String, &String> = r.def.labels.iter().collect();
                     if r.recording {
-                        json!({
+                        let mut o = json!({
                             "type": "recording",
                             "name": r.name,
                             "query": r.query.describe(),
-                            "labels": labels,
                             "health": health,
                             "lastError": v.state.last_error.clone().unwrap_or_default(),
                             "evaluationTime": v.state.eval_seconds,
                             "lastEvaluation": last_eval,
-                        })
+                        });
+                        // Prometheus omits empty labels of recording rules.
+                        if !labels.is_empty() {
+                            o["labels"] = json!(labels);
+                        }
+                        o
                     } else {
                         let alerts: Vec<Value> = v
                             .state
