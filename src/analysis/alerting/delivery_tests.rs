@@ -78,7 +78,7 @@ struct Running {
     svc: Arc<AlertingService>,
     stop: CancellationToken,
     registry: prometheus::Registry,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Running {
@@ -88,7 +88,14 @@ impl Drop for Running {
 }
 
 async fn start_service(channels: Vec<ChannelDef>, routing: RoutingConfig) -> Running {
-    let dir = tempfile::tempdir().unwrap();
+    start_service_in(tempfile::tempdir().unwrap(), channels, routing).await
+}
+
+async fn start_service_in(
+    dir: tempfile::TempDir,
+    channels: Vec<ChannelDef>,
+    routing: RoutingConfig,
+) -> Running {
     let registry = prometheus::Registry::new();
     let svc = AlertingService::open(
         Arc::new(MetaStore::open(dir.path()).unwrap()),
@@ -109,7 +116,7 @@ async fn start_service(channels: Vec<ChannelDef>, routing: RoutingConfig) -> Run
         svc,
         stop,
         registry,
-        _dir: dir,
+        dir: Some(dir),
     }
 }
 
@@ -501,4 +508,36 @@ async fn email_over_smtp_and_slack_messages() {
     assert!(mails.lock()[1].contains("Subject: [RESOLVED] Down"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(slack.bodies.lock().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_repeat_notifications_inside_repeat_interval() {
+    let (rx, url) = start_receiver(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let run = start_service_in(dir, vec![webhook("hook", &url)], by_alertname()).await;
+    let far = Some(now_ms() + 60_000);
+    let a = alert(&[("alertname", "Down"), ("instance", "a")], far);
+    run.svc.receive_alerts(vec![a.clone()]).unwrap();
+    wait_for("the first notification", || rx.bodies.lock().len() == 1).await;
+    let sent_at = Instant::now();
+    // Stop, keep the data directory, start again.
+    let mut run = run;
+    let dir = run.dir.take().unwrap();
+    drop(run);
+    assert_eq!(dir.path(), path.as_path());
+    // Channels come back from the meta store.
+    let run = start_service_in(dir, vec![], by_alertname()).await;
+    run.svc.receive_alerts(vec![a]).unwrap();
+    // group_wait (100 ms) and a few group intervals pass: the notification
+    // log says it was sent, so nothing is repeated...
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(rx.bodies.lock().len(), 1);
+    // ...until repeat_interval (1.5 s after the first send).
+    wait_for("the repeat", || rx.bodies.lock().len() == 2).await;
+    assert!(
+        sent_at.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        sent_at.elapsed()
+    );
 }

@@ -218,17 +218,30 @@ impl AlertingService {
                 }
             }
         }
-        let log: Vec<(String, Sent)> = svc
-            .meta
-            .list(Kind::NotificationLog)?
-            .into_iter()
-            .filter_map(|(k, v)| serde_json::from_value(v).ok().map(|s| (k, s)))
-            .collect();
+        let log = svc.prune_notification_log()?;
         svc.dispatcher.lock().restore_log(log);
         svc.reload_notify()?;
         svc.reload_silences()?;
         svc.reload_groups()?;
         Ok(svc)
+    }
+
+    /// Deletes notification log entries older than the repeat interval
+    /// (a group that old notifies again anyway) and returns the others.
+    fn prune_notification_log(&self) -> Result<Vec<(String, Sent)>, AlertingError> {
+        let oldest = self.now() - self.opts.timing.repeat_interval_ms;
+        let mut keep = Vec::new();
+        let mut stale = Vec::new();
+        for (k, v) in self.meta.list(Kind::NotificationLog)? {
+            match serde_json::from_value::<Sent>(v) {
+                Ok(s) if s.at_ms >= oldest => keep.push((k, s)),
+                _ => stale.push(k),
+            }
+        }
+        if !stale.is_empty() {
+            self.meta.put_many(Kind::NotificationLog, &[], &stale)?;
+        }
+        Ok(keep)
     }
 
     pub fn options(&self) -> &AlertingOptions {
@@ -868,13 +881,23 @@ impl AlertingService {
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(self.opts.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune = std::time::Instant::now();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
             let svc = self.clone();
+            let prune = last_prune.elapsed() >= Duration::from_secs(3600);
+            if prune {
+                last_prune = std::time::Instant::now();
+            }
             let recorded = match tokio::task::spawn_blocking(move || {
+                if prune {
+                    if let Err(e) = svc.prune_notification_log() {
+                        tracing::warn!(error = %e, "cannot prune the notification log");
+                    }
+                }
                 let now = svc.now();
                 let rec = svc.evaluate_due(now);
                 svc.notify(now);
