@@ -288,7 +288,12 @@ impl AlertingService {
     fn reload_groups(&self) -> Result<(), AlertingError> {
         let mut compiled = Vec::new();
         for g in self.stored_groups()? {
-            compiled.push((compile_group(&g, self.opts.default_interval)?, false));
+            // A stored group that no longer compiles (stricter validation
+            // after an upgrade) is skipped, not fatal; it stays listed.
+            match compile_group(&g, self.opts.default_interval) {
+                Ok(c) => compiled.push((c, false)),
+                Err(e) => tracing::error!(group = %g.name, error = %e, "stored rule group skipped"),
+            }
         }
         for s in self.slos()? {
             if s.alerts {
@@ -683,6 +688,7 @@ impl AlertingService {
     fn evaluate_group(&self, g: &CompiledGroup, now: i64) -> Vec<Series> {
         let mut recorded = Vec::new();
         let mut history = Vec::new();
+        let mut to_save = Vec::new();
         for rule in &g.rules {
             let started = std::time::Instant::now();
             let result = evaluate(rule, &self.sources, now);
@@ -754,18 +760,14 @@ impl AlertingService {
                 "ok"
             };
             self.metrics.evaluations.with_label_values(&[outcome]).inc();
-            let changed = before.alerts != state.alerts
+            let changed = lifecycle_changed(&before, state)
                 || before.health != state.health
                 || before.last_error != state.last_error;
             let snapshot = state.clone();
             drop(inner);
             if changed {
                 match serde_json::to_value(&snapshot) {
-                    Ok(v) => {
-                        if let Err(e) = self.meta.put(Kind::AlertState, &rule.key, &v) {
-                            tracing::error!(rule = %rule.key, error = %e, "cannot persist alert state");
-                        }
-                    }
+                    Ok(v) => to_save.push((rule.key.clone(), v)),
                     Err(e) => {
                         tracing::error!(rule = %rule.key, error = %e, "cannot encode alert state")
                     }
@@ -773,6 +775,12 @@ impl AlertingService {
             }
             if !rule.recording {
                 self.push_alerts(rule, &snapshot, g.interval, now);
+            }
+        }
+        // One transaction for the group's changed states.
+        if !to_save.is_empty() {
+            if let Err(e) = self.meta.put_many(Kind::AlertState, &to_save, &[]) {
+                tracing::error!(group = %g.name, error = %e, "cannot persist alert state");
             }
         }
         if !history.is_empty() {
@@ -921,6 +929,24 @@ impl AlertingService {
         }
         self.delivery.stop();
     }
+}
+
+/// Whether alerts appeared, disappeared or changed state or timers (value
+/// and annotation updates alone are not worth a write: the next evaluation
+/// after a restart refreshes them).
+fn lifecycle_changed(a: &RuleState, b: &RuleState) -> bool {
+    a.alerts.len() != b.alerts.len()
+        || a.alerts
+            .iter()
+            .zip(b.alerts.iter())
+            .any(|((ka, x), (kb, y))| {
+                ka != kb
+                    || x.state != y.state
+                    || x.active_at_ms != y.active_at_ms
+                    || x.fired_at_ms != y.fired_at_ms
+                    || x.resolved_at_ms != y.resolved_at_ms
+                    || x.keep_firing_since_ms != y.keep_firing_since_ms
+            })
 }
 
 fn url_escape(s: &str) -> String {
