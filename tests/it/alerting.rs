@@ -287,6 +287,53 @@ async fn silences_and_slos_over_http() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    // The same through the Alertmanager v2 silence API (amtool, Grafana).
+    let r = s
+        .http
+        .post(s.api_url("/api/v2/silences"))
+        .json(&json!({
+            "matchers": [{"name": "job", "value": "api|web", "isRegex": true, "isEqual": true}],
+            "startsAt": "2030-01-01T00:00:00Z",
+            "endsAt": "2030-01-01T02:00:00Z",
+            "createdBy": "amtool",
+            "comment": "later"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let am_id = r.json::<Value>().await.unwrap()["silenceID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let one = get_json(&s, &format!("/api/v2/silence/{am_id}")).await;
+    assert_eq!(one["status"]["state"], "pending");
+    assert_eq!(
+        one["matchers"][0],
+        json!({"name": "job", "value": "api|web", "isRegex": true, "isEqual": true})
+    );
+    assert_eq!(
+        get_json(&s, "/api/v2/silences")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let r = s
+        .http
+        .delete(s.api_url(&format!("/api/v2/silence/{am_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let one = get_json(&s, &format!("/api/v2/silence/{am_id}")).await;
+    assert_eq!(one["status"]["state"], "expired");
+    assert_eq!(
+        get_json(&s, "/api/v2/status").await["cluster"]["status"],
+        "ready"
+    );
+
     // A routing tree naming an unknown channel is refused.
     let r = s
         .http

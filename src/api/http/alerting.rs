@@ -2,7 +2,8 @@
 //!
 //! - Prometheus compatible: `GET /api/v1/rules`, `GET /api/v1/alerts`.
 //! - Alertmanager v2 compatible: `POST /api/v2/alerts` (receive alerts from
-//!   Prometheus or vmalert), `GET /api/v2/alerts`.
+//!   Prometheus or vmalert), `GET /api/v2/alerts`, silences
+//!   (`/api/v2/silences`, `/api/v2/silence/{id}`) and `/api/v2/status`.
 //! - Management (tern JSON): rule groups and rule-file import under
 //!   `/api/v1/alerting/rules`, `/api/v1/alerting/history`, channels with
 //!   their delivery status, the routing tree, silences, and SLOs under
@@ -40,6 +41,12 @@ pub fn router() -> Router<ApiState> {
         .route("/api/v1/rules", get(prom_rules))
         .route("/api/v1/alerts", get(prom_alerts))
         .route("/api/v2/alerts", get(am_alerts).post(am_post_alerts))
+        .route("/api/v2/silences", get(am_silences).post(am_post_silence))
+        .route(
+            "/api/v2/silence/{id}",
+            get(am_silence).delete(am_expire_silence),
+        )
+        .route("/api/v2/status", get(am_status))
         .route(
             "/api/v1/alerting/rules",
             get(list_groups).post(import_rules),
@@ -358,6 +365,95 @@ async fn am_alerts(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> 
         })
         .collect();
     Ok(Json(Value::Array(out)))
+}
+
+fn am_matcher(m: &Matcher) -> Value {
+    use crate::analysis::alerting::notify::MatchKind;
+    json!({
+        "name": m.name,
+        "value": m.value,
+        "isRegex": matches!(m.op, MatchKind::Re | MatchKind::NotRe),
+        "isEqual": matches!(m.op, MatchKind::Eq | MatchKind::Re),
+    })
+}
+
+fn am_silence_view(s: &Silence, now: i64) -> Value {
+    json!({
+        "id": s.id,
+        "matchers": s.matchers.iter().map(am_matcher).collect::<Vec<_>>(),
+        "startsAt": format_rfc3339(s.starts_at_ms),
+        "endsAt": format_rfc3339(s.ends_at_ms),
+        "updatedAt": format_rfc3339(s.starts_at_ms),
+        "createdBy": s.created_by,
+        "comment": s.comment,
+        "status": {"state": s.state(now)},
+    })
+}
+
+async fn am_silences(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let (list, now) = blocking(&st, |s| Ok((s.silences()?, s.now()))).await?;
+    Ok(Json(Value::Array(
+        list.iter().map(|s| am_silence_view(s, now)).collect(),
+    )))
+}
+
+async fn am_silence(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (list, now) = blocking(&st, |s| Ok((s.silences()?, s.now()))).await?;
+    let s = list.iter().find(|s| s.id == id).ok_or_else(|| {
+        ApiError::from_alerting(&AlertingError::NotFound(format!("silence {id:?}")))
+    })?;
+    Ok(Json(am_silence_view(s, now)))
+}
+
+/// Alertmanager's `postableSilence`: matchers as objects, RFC 3339 times.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AmPostableSilence {
+    #[serde(default)]
+    id: Option<String>,
+    matchers: Vec<Matcher>,
+    starts_at: String,
+    ends_at: String,
+    created_by: String,
+    #[serde(default)]
+    comment: String,
+}
+
+async fn am_post_silence(State(st): State<ApiState>, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let p: AmPostableSilence = parse_json(&body)?;
+    let silence = Silence {
+        id: p.id.unwrap_or_default(),
+        matchers: p.matchers,
+        starts_at_ms: parse_rfc3339(&p.starts_at).map_err(bad)?,
+        ends_at_ms: parse_rfc3339(&p.ends_at).map_err(bad)?,
+        created_by: p.created_by,
+        comment: p.comment,
+        expiry_handled: false,
+    };
+    let id = blocking(&st, move |s| s.put_silence(silence)).await?;
+    Ok(Json(json!({ "silenceID": id })))
+}
+
+async fn am_expire_silence(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    blocking(&st, move |s| s.expire_silence(&id)).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Enough of Alertmanager's status for clients that check it first.
+async fn am_status(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let routing = blocking(&st, |s| s.routing()).await?;
+    Ok(Json(json!({
+        "cluster": {"status": "ready", "peers": []},
+        "versionInfo": {"version": env!("CARGO_PKG_VERSION"), "branch": "", "buildDate": "", "buildUser": "", "goVersion": "", "revision": ""},
+        "config": {"original": serde_yaml::to_string(&routing).unwrap_or_default()},
+        "uptime": format_rfc3339(crate::analysis::alerting::time::now_ms() - (st.telemetry.uptime_secs() * 1000.0) as i64),
+    })))
 }
 
 // ---- rule groups ------------------------------------------------------
