@@ -1,14 +1,21 @@
 //! Compatibility with a real Prometheus (Debian `prometheus`, installed by
 //! the README's test command): the same rule file loaded by both gives
 //! `/api/v1/rules` and `/api/v1/alerts` answers that agree, tern's having
-//! every field Prometheus's has.
+//! every field Prometheus's has; and Prometheus uses tern as its
+//! Alertmanager (`POST /api/v2/alerts`), tern routing its alerts to a
+//! webhook.
 
 use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use std::sync::Arc;
+
+use axum::routing::post;
+use axum::{Json, Router};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
 
 use crate::support::*;
 
@@ -39,7 +46,10 @@ impl Drop for Prometheus {
     }
 }
 
-fn start_prometheus() -> Prometheus {
+/// Starts Prometheus with the rule file; with `alertmanager`, it sends its
+/// alerts there (resending every second, so that the first alert, sent
+/// before the Alertmanager is discovered and dropped, comes again soon).
+fn start_prometheus(alertmanager: Option<&str>) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -50,9 +60,16 @@ fn start_prometheus() -> Prometheus {
     let config = format!(
         r#"global:
   evaluation_interval: 1s
+  external_labels:
+    source: prometheus
 rule_files: ["{}"]
-"#,
-        dir.path().join("rules.yml").display()
+{}"#,
+        dir.path().join("rules.yml").display(),
+        alertmanager
+            .map(|a| format!(
+                "alerting:\n  alertmanagers:\n    - api_version: v2\n      static_configs:\n        - targets: [\"{a}\"]\n"
+            ))
+            .unwrap_or_default()
     );
     let cfg = dir.path().join("prometheus.yml");
     std::fs::write(&cfg, config).unwrap();
@@ -64,6 +81,7 @@ rule_files: ["{}"]
             dir.path().join("tsdb").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--rules.alert.resend-delay=1s")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
@@ -97,7 +115,7 @@ async fn rules_and_alerts_answer_like_prometheus() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let prom = start_prometheus();
+    let prom = start_prometheus(None);
     let deadline = Instant::now() + Duration::from_secs(60);
     // Both evaluate the same file: compare the shapes of the answers.
     let (p_rules, p_alerts) = loop {
@@ -157,4 +175,72 @@ async fn rules_and_alerts_answer_like_prometheus() {
         "alert fields missing: {:?}",
         missing(pa, ta)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_uses_tern_as_its_alertmanager() {
+    let s = TestServer::start_with(&[
+        "alerting.resolution=\"20ms\"",
+        "alerting.group_wait=\"100ms\"",
+        "alerting.group_interval=\"200ms\"",
+    ])
+    .await;
+    let got = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let g = got.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |Json(v): Json<Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().push(v);
+                "ok"
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(l, app).await;
+    });
+    let r = s
+        .http
+        .put(s.api_url("/api/v1/alerting/channels/hook"))
+        .json(&json!({"type": "webhook", "url": hook}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let prom = start_prometheus(Some(&s.srv().addrs.http.to_string()));
+    let from_prometheus = |v: &Value| v["labels"]["source"] == "prometheus";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let delivered = got.lock().iter().any(|h| {
+            h["alerts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(from_prometheus))
+        });
+        if delivered {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no alert from Prometheus reached the webhook; its log:\n{}",
+            std::fs::read_to_string(prom._dir.path().join("prometheus.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let am = get(&s.http, &s.api_url("/api/v2/alerts")).await.unwrap();
+    let a = am
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| from_prometheus(a))
+        .expect("Prometheus's alert listed");
+    assert_eq!(a["labels"]["alertname"], "AlwaysOn");
+    assert_eq!(a["labels"]["severity"], "page");
+    assert_eq!(a["annotations"]["summary"], "value 1");
+    assert_eq!(a["status"]["state"], "active");
+    let hook = got.lock()[0].clone();
+    assert_eq!(hook["receiver"], "hook");
+    assert_eq!(hook["alerts"][0]["status"], "firing");
 }
