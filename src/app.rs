@@ -176,7 +176,7 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(serve_http(
         api_listener,
-        crate::api::http::api_router(api_state),
+        crate::api::http::api_router(api_state, sql_limits(&cfg.sql)),
         api_stop.clone(),
     ));
 
@@ -523,6 +523,19 @@ async fn start_alerting(
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
+/// The SQL engine's limits from its configuration section.
+fn sql_limits(c: &crate::config::SqlConfig) -> crate::query::sql::SqlLimits {
+    crate::query::sql::SqlLimits {
+        timeout: c.timeout.0,
+        memory_bytes: c.memory_limit.0.min(usize::MAX as u64) as usize,
+        default_rows: c.default_rows,
+        max_rows: c.max_rows,
+        max_result_bytes: c.max_result_bytes.0.min(usize::MAX as u64) as usize,
+        threads: c.threads,
+        ..Default::default()
+    }
+}
+
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {

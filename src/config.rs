@@ -200,8 +200,62 @@ pub struct Config {
     pub traces: TracesConfig,
     pub logs: LogsConfig,
     pub metrics: MetricsConfig,
+    pub sql: SqlConfig,
     pub alerting: AlertingConfig,
     pub log: LogConfig,
+}
+
+/// The SQL API's limits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqlConfig {
+    /// A query still running after this is cancelled (answered 408).
+    pub timeout: HumanDuration,
+    /// Memory one query's aggregations, sorts and joins may hold (beyond it: 503).
+    pub memory_limit: ByteSize,
+    /// Rows returned when the request does not set `limit`.
+    pub default_rows: usize,
+    /// Most rows one answer may return.
+    pub max_rows: usize,
+    /// Most bytes of result data one answer may hold (then it is truncated).
+    pub max_result_bytes: ByteSize,
+    /// Worker threads that run queries (apart from ingest and the rest of the API).
+    pub threads: usize,
+}
+
+impl Default for SqlConfig {
+    fn default() -> Self {
+        SqlConfig {
+            timeout: HumanDuration(Duration::from_secs(30)),
+            memory_limit: ByteSize(1 << 30),
+            default_rows: 10_000,
+            max_rows: 100_000,
+            max_result_bytes: ByteSize(64 << 20),
+            threads: 2,
+        }
+    }
+}
+
+impl SqlConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.timeout.0 < Duration::from_millis(10) {
+            return bad("sql.timeout must be at least 10ms");
+        }
+        if self.memory_limit.0 < (1 << 20) {
+            return bad("sql.memory_limit must be at least 1MiB");
+        }
+        if self.default_rows == 0 || self.default_rows > self.max_rows {
+            return bad("sql.default_rows must be between 1 and sql.max_rows");
+        }
+        if self.max_result_bytes.0 < 1024 {
+            return bad("sql.max_result_bytes must be at least 1KiB");
+        }
+        if self.threads == 0 || self.threads > 256 {
+            return bad("sql.threads must be between 1 and 256");
+        }
+        Ok(())
+    }
 }
 
 /// Alert rules, notifications and SLOs (`analysis::alerting`).
@@ -563,6 +617,7 @@ impl Default for Config {
             traces: TracesConfig::default(),
             logs: LogsConfig::default(),
             metrics: MetricsConfig::default(),
+            sql: SqlConfig::default(),
             alerting: AlertingConfig::default(),
             log: LogConfig::default(),
         }
@@ -734,6 +789,7 @@ impl Config {
         self.traces.validate()?;
         self.logs.validate()?;
         self.metrics.validate()?;
+        self.sql.validate()?;
         self.alerting.validate()?;
         let i = &self.ingest;
         if i.max_body_bytes.0 < 1024 {

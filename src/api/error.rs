@@ -11,6 +11,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::ingest::IngestError;
+use crate::query::sql::SqlError;
+use crate::storage::StorageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -20,6 +22,8 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     TooManyRequests,
     Unavailable,
+    /// The request's query ran past its deadline.
+    Timeout,
     Internal,
 }
 
@@ -39,6 +43,17 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
         }
+    }
+
+    pub fn from_sql(e: &SqlError) -> Self {
+        let kind = match e {
+            SqlError::Invalid(_) | SqlError::Forbidden(_) => ErrorKind::BadRequest,
+            SqlError::Timeout(_) => ErrorKind::Timeout,
+            SqlError::ResourcesExhausted(_) => ErrorKind::Unavailable,
+            SqlError::Storage(StorageError::Unavailable(_)) => ErrorKind::Unavailable,
+            SqlError::Storage(_) | SqlError::Internal(_) => ErrorKind::Internal,
+        };
+        ApiError::new(kind, e.code(), e.to_string())
     }
 
     pub fn from_ingest(e: &IngestError, retry_after: Duration) -> Self {
@@ -77,6 +92,7 @@ impl ApiError {
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +105,7 @@ impl ApiError {
             ErrorKind::PayloadTooLarge => tonic::Code::ResourceExhausted,
             // UNAVAILABLE is retried by every OTLP sender; RetryInfo adds the delay.
             ErrorKind::TooManyRequests | ErrorKind::Unavailable => tonic::Code::Unavailable,
+            ErrorKind::Timeout => tonic::Code::DeadlineExceeded,
             ErrorKind::Internal => tonic::Code::Internal,
         }
     }

@@ -2,4 +2,5 @@
 //! Nothing here knows HTTP types; `api` renders the results.
 pub mod logs;
 pub mod promql;
+pub mod sql;
 pub mod traces;

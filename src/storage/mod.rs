@@ -41,6 +41,22 @@ impl StorageError {
     }
 }
 
+/// What one scan touched: time partitions (or index ranges) opened and
+/// records produced. Shown by SQL's `EXPLAIN ANALYZE` and counted in the
+/// server's own metrics, so pushdown is observable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanStats {
+    pub partitions: u64,
+    pub rows: u64,
+}
+
+impl ScanStats {
+    pub fn add(&mut self, o: ScanStats) {
+        self.partitions += o.partitions;
+        self.rows += o.rows;
+    }
+}
+
 /// Counters every store reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -103,6 +119,13 @@ pub trait TraceStore: StoreLifecycle {
     /// RED minute rows in the range, by service, minute, then operation
     /// (service row first).
     fn red(&self, q: &traces::RedQuery) -> Result<Vec<traces::RedRow>, StorageError>;
+    /// Streams the spans matching `q` in chunks (any order) until `sink`
+    /// returns false or `q.limit` spans were produced.
+    fn scan_spans(
+        &self,
+        q: &traces::SpanScan,
+        sink: &mut dyn FnMut(traces::SpanChunk) -> bool,
+    ) -> Result<ScanStats, StorageError>;
 }
 
 /// A bounded scan of log records.
@@ -130,6 +153,49 @@ pub trait LogStore: StoreLifecycle {
 
     /// Follows newly written records.
     fn subscribe(&self) -> logs::TailReceiver;
+
+    /// Streams the records matching `q` in chunks (any order) until `sink`
+    /// returns false or `q.limit` records were produced; with `count_only`
+    /// it reports counts instead of records. This default pages through
+    /// [`search`](LogStore::search); stores override it with a cheaper scan.
+    fn scan(
+        &self,
+        q: &logs::LogScan,
+        sink: &mut dyn FnMut(logs::LogChunk) -> bool,
+    ) -> Result<ScanStats, StorageError> {
+        let mut stats = ScanStats {
+            partitions: 1,
+            rows: 0,
+        };
+        let limit = q.limit.unwrap_or(usize::MAX);
+        if q.count_only {
+            let page = self.search(&logs::LogSearch::new(
+                q.filter.clone(),
+                q.start_ns,
+                q.end_ns,
+                0,
+            ))?;
+            let n = page.total.min(limit as u64);
+            stats.rows = n;
+            sink(logs::LogChunk::Count(n));
+            return Ok(stats);
+        }
+        let mut s = logs::LogSearch::new(q.filter.clone(), q.start_ns, q.end_ns, logs::MAX_PAGE);
+        while (stats.rows as usize) < limit {
+            s.limit = (limit - stats.rows as usize).min(logs::MAX_PAGE);
+            let page = self.search(&s)?;
+            stats.rows += page.records.len() as u64;
+            let recs = page.records.into_iter().map(|r| r.record).collect();
+            if !sink(logs::LogChunk::Records(recs)) {
+                break;
+            }
+            match page.next_cursor {
+                Some(c) => s.cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(stats)
+    }
 
     /// Matching records, newest first, at most `limit`.
     fn query(&self, q: &LogQuery) -> Result<Vec<LogRecord>, StorageError> {
@@ -239,6 +305,28 @@ pub trait MetricStore: StoreLifecycle + SeriesSource {
     /// writes, when cardinality limits are configured.
     fn series_guard(&self) -> Option<std::sync::Arc<metrics::SeriesGuard>> {
         None
+    }
+    /// Streams the series matching `matchers` with their samples in
+    /// `[start_ms, end_ms]`, in chunks, until `sink` returns false. Unlike
+    /// [`select`](SeriesSource::select) it is not bounded by the PromQL
+    /// query limits: a store reads one time partition at a time. This
+    /// default selects everything at once (fine for the memory store).
+    fn scan(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+        sink: &mut dyn FnMut(Vec<Series>) -> bool,
+    ) -> Result<ScanStats, StorageError> {
+        let series = self.select(matchers, start_ms, end_ms)?;
+        let rows = series.iter().map(|s| s.samples.len() as u64).sum();
+        if !series.is_empty() {
+            sink(series);
+        }
+        Ok(ScanStats {
+            partitions: 1,
+            rows,
+        })
     }
 }
 

@@ -914,3 +914,268 @@ pub fn metric_store(store: &dyn MetricStore) {
         "same answer after the head is flushed"
     );
 }
+
+/// Span scans (SQL's `spans` table): heads and full spans, filters by time,
+/// service, operation and trace, the limit, and stopping early.
+pub fn span_scans(store: &dyn TraceStore) {
+    use super::traces::types::{SpanChunk, SpanScan};
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        - 3_600 * 1_000_000_000;
+    // 3 traces × 4 spans; services a/b alternate, operations op-1..op-4.
+    let mut spans = Vec::new();
+    for t in 1..=3u8 {
+        for s in 1..=4u8 {
+            let svc = if s % 2 == 0 { "b" } else { "a" };
+            spans.push(span(t, s, base + (t as u64 * 10 + s as u64) * MS, svc));
+        }
+    }
+    store.write(1, spans).unwrap();
+    store.flush().unwrap();
+    let run = |q: &SpanScan| {
+        let mut out: Vec<(u8, u8, String, String, bool)> = Vec::new();
+        let stats = store
+            .scan_spans(q, &mut |c| {
+                match c {
+                    SpanChunk::Heads(h) => out.extend(
+                        h.into_iter()
+                            .map(|h| (h.trace_id.0[0], h.span_id.0[0], h.service, h.name, false)),
+                    ),
+                    SpanChunk::Spans(s) => out.extend(s.into_iter().map(|s| {
+                        let svc = s.service_name().to_string();
+                        (s.trace_id.0[0], s.span_id.0[0], svc, s.name, true)
+                    })),
+                }
+                true
+            })
+            .unwrap();
+        out.sort();
+        assert_eq!(stats.rows as usize, out.len(), "{q:?}");
+        out
+    };
+    let all = SpanScan {
+        start_ns: 0,
+        end_ns: u64::MAX,
+        ..Default::default()
+    };
+    let got = run(&all);
+    assert_eq!(got.len(), 12);
+    assert!(got.iter().all(|g| !g.4), "heads unless full");
+    assert_eq!(got[0], (1, 1, "a".into(), "op-1".into(), false));
+    let full = run(&SpanScan {
+        full: true,
+        ..all.clone()
+    });
+    assert_eq!(full.len(), 12);
+    assert!(full.iter().all(|g| g.4));
+    let b = run(&SpanScan {
+        service: Some("b".into()),
+        ..all.clone()
+    });
+    assert_eq!(b.len(), 6);
+    assert!(b.iter().all(|g| g.2 == "b"));
+    let op = run(&SpanScan {
+        service: Some("a".into()),
+        name: Some("op-3".into()),
+        ..all.clone()
+    });
+    assert_eq!(
+        op.iter().map(|g| g.0).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "one span per trace"
+    );
+    let window = run(&SpanScan {
+        start_ns: base + 22 * MS,
+        end_ns: base + 31 * MS,
+        ..all.clone()
+    });
+    assert_eq!(
+        window.iter().map(|g| (g.0, g.1)).collect::<Vec<_>>(),
+        vec![(2, 2), (2, 3), (2, 4)],
+        "start in [start, end)"
+    );
+    let trace = run(&SpanScan {
+        trace_id: Some(TraceId([3; 16])),
+        full: true,
+        ..all.clone()
+    });
+    assert_eq!(trace.len(), 4);
+    assert!(trace.iter().all(|g| g.0 == 3));
+    let none = run(&SpanScan {
+        service: Some("nobody".into()),
+        ..all.clone()
+    });
+    assert!(none.is_empty());
+    let limited = run(&SpanScan {
+        limit: Some(5),
+        ..all.clone()
+    });
+    assert_eq!(limited.len(), 5);
+    // A sink that stops after the first chunk gets no more.
+    let mut chunks = 0;
+    store
+        .scan_spans(&all, &mut |_| {
+            chunks += 1;
+            false
+        })
+        .unwrap();
+    assert_eq!(chunks, 1);
+}
+
+/// Log scans (SQL's `logs` table): records, counts, filters, the limit.
+pub fn log_scans(store: &dyn LogStore) {
+    use super::logs::{LogChunk, LogField, LogFilter, LogScan};
+    let recs: Vec<LogRecord> = (0..50u64)
+        .map(|i| {
+            let svc = if i % 5 == 0 { "db" } else { "api" };
+            let body = if i % 10 == 0 {
+                "disk full"
+            } else {
+                "request served"
+            };
+            log(1_000 + i, svc, body, None)
+        })
+        .collect();
+    store.write(1, recs).unwrap();
+    store.flush().unwrap();
+    let run = |q: &LogScan| {
+        let (mut records, mut counted) = (Vec::new(), 0u64);
+        let stats = store
+            .scan(q, &mut |c| {
+                match c {
+                    LogChunk::Records(r) => records.extend(r),
+                    LogChunk::Count(n) => counted += n,
+                }
+                true
+            })
+            .unwrap();
+        (records, counted, stats)
+    };
+    let all = LogScan {
+        filter: LogFilter::All,
+        start_ns: 0,
+        end_ns: u64::MAX,
+        limit: None,
+        count_only: false,
+    };
+    let (r, c, stats) = run(&all);
+    assert_eq!((r.len(), c), (50, 0));
+    assert_eq!(stats.rows, 50);
+    let mut times: Vec<u64> = r.iter().map(|r| r.time_ns).collect();
+    times.sort();
+    assert_eq!(
+        times,
+        (1_000..1_050).collect::<Vec<_>>(),
+        "each record once"
+    );
+    let (r, c, _) = run(&LogScan {
+        count_only: true,
+        ..all.clone()
+    });
+    assert_eq!((r.len(), c), (0, 50));
+    let db = LogScan {
+        filter: LogFilter::Term {
+            field: LogField::Service,
+            value: "db".into(),
+        },
+        ..all.clone()
+    };
+    let (r, _, _) = run(&db);
+    assert_eq!(r.len(), 10);
+    assert!(r.iter().all(|r| r.service_name() == "db"));
+    let (_, c, _) = run(&LogScan {
+        filter: LogFilter::And(vec![db.filter.clone(), LogFilter::Text("disk".into())]),
+        count_only: true,
+        ..all.clone()
+    });
+    assert_eq!(c, 5);
+    let (r, _, _) = run(&LogScan {
+        start_ns: 1_010,
+        end_ns: 1_020,
+        ..all.clone()
+    });
+    assert_eq!(r.len(), 10, "time in [start, end)");
+    let (r, _, _) = run(&LogScan {
+        limit: Some(7),
+        ..all.clone()
+    });
+    assert_eq!(r.len(), 7);
+    let (_, c, _) = run(&LogScan {
+        limit: Some(7),
+        count_only: true,
+        ..all.clone()
+    });
+    assert_eq!(c, 7);
+}
+
+fn metric_scan_base() -> u64 {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (now_s - 24 * 3_600) / (2 * 3_600) * (2 * 3_600) * S
+}
+
+/// Metric scans (SQL's `metrics` table): every sample once, by time
+/// partition, within the requested range.
+pub fn metric_scans(store: &dyn MetricStore) {
+    let base = metric_scan_base();
+    // One sample every 10 minutes for 10 hours, of two series.
+    let mut metrics = Vec::new();
+    for i in 0..60u64 {
+        metrics.push(gauge("scan_a", base + i * 600 * S, i as f64));
+        metrics.push(gauge("scan_b", base + i * 600 * S, -(i as f64)));
+    }
+    store.write(1, metrics).unwrap();
+    store.flush().unwrap();
+    metric_scans_again(store);
+}
+
+/// The checks of [`metric_scans`] over a store that already holds its data.
+pub fn metric_scans_again(store: &dyn MetricStore) {
+    const H: u64 = 3_600 * S;
+    let base = metric_scan_base();
+    let run = |matchers: &[LabelMatcher], start: i64, end: i64| {
+        let mut got: Vec<(String, i64, f64)> = Vec::new();
+        let stats = store
+            .scan(matchers, start, end, &mut |series| {
+                for s in series {
+                    let name = s.metric_name().to_string();
+                    got.extend(s.samples.iter().map(|p| (name.clone(), p.t_ms, p.v)));
+                }
+                true
+            })
+            .unwrap();
+        got.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        (got, stats)
+    };
+    let ms = |ns: u64| (ns / 1_000_000) as i64;
+    let (got, stats) = run(&[eq(METRIC_NAME, "scan_a")], 0, i64::MAX);
+    assert_eq!(got.len(), 60);
+    assert_eq!(
+        got[59],
+        ("scan_a".to_string(), ms(base + 59 * 600 * S), 59.0)
+    );
+    assert_eq!(stats.rows, 60);
+    assert_eq!(stats.partitions, 5, "ten hours in 2 h partitions");
+    let (got, _) = run(
+        &[matcher(METRIC_NAME, MatchOp::Regex, "scan_.*")],
+        0,
+        i64::MAX,
+    );
+    assert_eq!(got.len(), 120);
+    // Two hours starting on the hour: 12 samples of one series, inclusive
+    // bounds in milliseconds.
+    let (got, stats) = run(
+        &[eq(METRIC_NAME, "scan_b")],
+        ms(base + 3 * H),
+        ms(base + 5 * H) - 1,
+    );
+    assert_eq!(got.len(), 12);
+    assert_eq!(stats.partitions, 2);
+    assert!(got.iter().all(|g| g.0 == "scan_b"));
+    let (got, _) = run(&[eq(METRIC_NAME, "nothing")], 0, i64::MAX);
+    assert!(got.is_empty());
+}

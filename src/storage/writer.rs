@@ -390,6 +390,13 @@ mod tests {
         ) -> Result<Vec<crate::storage::traces::RedRow>, StorageError> {
             self.inner.red(q)
         }
+        fn scan_spans(
+            &self,
+            q: &crate::storage::traces::SpanScan,
+            sink: &mut dyn FnMut(crate::storage::traces::SpanChunk) -> bool,
+        ) -> Result<crate::storage::ScanStats, StorageError> {
+            self.inner.scan_spans(q, sink)
+        }
     }
 
     fn wait_for(cond: impl Fn() -> bool) {

@@ -14,4 +14,5 @@ mod prometheus_alerting;
 mod prometheus_remote_write;
 mod promql_api;
 mod python_sdk;
+mod sql;
 mod traces;

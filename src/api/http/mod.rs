@@ -6,6 +6,7 @@ pub mod logs;
 pub mod metrics_store;
 pub mod otlp;
 pub mod prom;
+pub mod sql;
 pub mod traces;
 
 use axum::extract::State;
@@ -18,16 +19,24 @@ use super::error::{ApiError, ErrorKind};
 use super::{ApiState, Phase};
 use crate::model::{LabelMatcher, Labels, MetricMeta, Series, Signal};
 use crate::query::promql::SeriesSource;
+use crate::query::sql::{SqlEngine, SqlLimits};
 use crate::storage::{MetricStore, StorageError};
 use std::sync::Arc;
 
 /// The API router: health, readiness, self-metrics, status, the trace, log
 /// and metrics APIs, and the Prometheus query API over the metrics store.
-pub fn api_router(state: ApiState) -> Router {
+pub fn api_router(state: ApiState, sql_limits: SqlLimits) -> Router {
     let promql = prom::prom_router(
         Arc::new(RuntimeSeries(state.clone())),
         prom::PromLimits::default(),
     );
+    let sql = match SqlEngine::new(sql_limits, state.telemetry.registry()) {
+        Ok(engine) => sql::router(Arc::new(engine)),
+        Err(e) => {
+            tracing::error!(error = %e, "the SQL engine cannot start; /api/v1/sql is unavailable");
+            Router::new()
+        }
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -36,6 +45,7 @@ pub fn api_router(state: ApiState) -> Router {
         .merge(traces::router())
         .merge(logs::router())
         .merge(metrics_store::router())
+        .merge(sql)
         .merge(alerting::router())
         .fallback(not_found)
         .with_state(state)

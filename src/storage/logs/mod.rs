@@ -152,6 +152,26 @@ impl LogSearch {
     }
 }
 
+/// A bulk scan (SQL's `logs` table): every record matching `filter` in
+/// `[start_ns, end_ns)`, in no particular order.
+#[derive(Debug, Clone)]
+pub struct LogScan {
+    pub filter: LogFilter,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Most records produced; `None` is unbounded.
+    pub limit: Option<usize>,
+    /// Report counts ([`LogChunk::Count`]) instead of records.
+    pub count_only: bool,
+}
+
+/// One chunk of a log scan.
+#[derive(Debug, Clone)]
+pub enum LogChunk {
+    Records(Vec<LogRecord>),
+    Count(u64),
+}
+
 /// A record with its store id (unique, stable across restarts).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredLog {

@@ -11,11 +11,12 @@ use super::logs::{self, LogPage, LogSearch, StoredLog, TailHub, TailReceiver};
 use super::metrics::{CardinalityStats, Core, MetricsOptions, SeriesGuard};
 use super::traces::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
 use super::traces::types::{
-    minute_of, Agg, DependencyEdge, OperationInfo, RedQuery, RedRow, SearchOutcome, TraceSearch,
-    TraceSummary,
+    minute_of, Agg, DependencyEdge, OperationInfo, RedQuery, RedRow, SearchOutcome, SpanChunk,
+    SpanHead, SpanScan, TraceSearch, TraceSummary,
 };
 use super::{
-    LogStore, MetricStore, SeriesSource, StorageError, StoreLifecycle, StoreStats, TraceStore,
+    LogStore, MetricStore, ScanStats, SeriesSource, StorageError, StoreLifecycle, StoreStats,
+    TraceStore,
 };
 use crate::model::{
     LabelMatcher, Labels, LogRecord, Metric, MetricMeta, Series, Span, SpanId, SpanKind, TraceId,
@@ -233,6 +234,42 @@ impl TraceStore for MemoryTraceStore {
             })
             .collect())
     }
+
+    fn scan_spans(
+        &self,
+        q: &SpanScan,
+        sink: &mut dyn FnMut(SpanChunk) -> bool,
+    ) -> Result<ScanStats, StorageError> {
+        let st = self.state.read();
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut hits: Vec<&Span> = Vec::new();
+        let traces: Box<dyn Iterator<Item = &Vec<Span>>> = match &q.trace_id {
+            Some(t) => Box::new(st.traces.get(t).into_iter()),
+            None => Box::new(st.traces.values()),
+        };
+        'outer: for spans in traces {
+            for s in spans {
+                if hits.len() >= limit {
+                    break 'outer;
+                }
+                if q.matches(&SpanHead::of(s)) {
+                    hits.push(s);
+                }
+            }
+        }
+        let stats = ScanStats {
+            partitions: 1,
+            rows: hits.len() as u64,
+        };
+        if !hits.is_empty() {
+            sink(if q.full {
+                SpanChunk::Spans(hits.into_iter().cloned().collect())
+            } else {
+                SpanChunk::Heads(hits.into_iter().map(SpanHead::of).collect())
+            });
+        }
+        Ok(stats)
+    }
 }
 
 /// Log records in arrival order with their ids; search scans them all.
@@ -361,6 +398,15 @@ impl MetricStore for MemoryMetricStore {
     fn series_guard(&self) -> Option<Arc<SeriesGuard>> {
         self.core.guard()
     }
+    fn scan(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+        sink: &mut dyn FnMut(Vec<Series>) -> bool,
+    ) -> Result<crate::storage::ScanStats, StorageError> {
+        self.core.scan(None, matchers, start_ms, end_ms, sink)
+    }
 }
 
 impl SeriesSource for MemoryMetricStore {
@@ -413,16 +459,19 @@ mod tests {
     #[test]
     fn memory_trace_store_passes_suite() {
         crate::storage::suite::trace_store(&MemoryTraceStore::default());
+        crate::storage::suite::span_scans(&MemoryTraceStore::default());
         crate::storage::suite::trace_store_queries(&MemoryTraceStore::default());
     }
 
     #[test]
     fn memory_log_store_passes_suite() {
         crate::storage::suite::log_store(&MemoryLogStore::default());
+        crate::storage::suite::log_scans(&MemoryLogStore::default());
     }
 
     #[test]
     fn memory_metric_store_passes_suite() {
         crate::storage::suite::metric_store(&MemoryMetricStore::default());
+        crate::storage::suite::metric_scans(&MemoryMetricStore::default());
     }
 }

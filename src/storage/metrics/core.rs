@@ -23,7 +23,7 @@ use super::{CardinalityStats, MetricsOptions};
 use crate::model::{
     LabelMatcher, Labels, MatchOp, Metric, MetricMeta, Sample, Series, METRIC_NAME,
 };
-use crate::storage::{StorageError, StoreStats};
+use crate::storage::{ScanStats, StorageError, StoreStats};
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -449,6 +449,61 @@ impl Core {
         start: i64,
         end: i64,
     ) -> Result<Vec<Series>, StorageError> {
+        let (s, n) = (self.opts.max_query_series, self.opts.max_query_samples);
+        self.select_limited(reader, matchers, start, end, s, n)
+    }
+
+    /// Streams matching series one time partition at a time (so memory
+    /// holds one partition's samples), skipping time where no matching
+    /// series has samples. Not bounded by the PromQL query limits.
+    pub fn scan(
+        &self,
+        reader: Option<&dyn FileReader>,
+        matchers: &[LabelMatcher],
+        start: i64,
+        end: i64,
+        sink: &mut dyn FnMut(Vec<Series>) -> bool,
+    ) -> Result<ScanStats, StorageError> {
+        let mut stats = ScanStats::default();
+        let (lo, hi) = {
+            let st = self.state.read();
+            Self::matching(&st, matchers)?
+                .into_iter()
+                .map(|id| &st.series[id as usize])
+                .fold((i64::MAX, i64::MIN), |(lo, hi), e| {
+                    (lo.min(e.min_t), hi.max(e.max_t))
+                })
+        };
+        let (lo, hi) = (lo.max(start), hi.min(end));
+        let part = self.opts.partition_ms.max(1);
+        let mut w = lo.saturating_sub(lo.rem_euclid(part));
+        while lo <= hi && w <= hi {
+            let (a, b) = (w.max(lo), w.saturating_add(part - 1).min(hi));
+            let series = self.select_limited(reader, matchers, a, b, usize::MAX, usize::MAX)?;
+            if !series.is_empty() {
+                stats.partitions += 1;
+                stats.rows += series.iter().map(|s| s.samples.len() as u64).sum::<u64>();
+                if !sink(series) {
+                    break;
+                }
+            }
+            w = w.saturating_add(part);
+            if w == i64::MAX {
+                break;
+            }
+        }
+        Ok(stats)
+    }
+
+    fn select_limited(
+        &self,
+        reader: Option<&dyn FileReader>,
+        matchers: &[LabelMatcher],
+        start: i64,
+        end: i64,
+        max_series: usize,
+        max_samples: usize,
+    ) -> Result<Vec<Series>, StorageError> {
         // (generation, sample) per series; generation orders duplicates.
         let mut acc: HashMap<u32, Vec<(i64, u64, f64)>> = HashMap::new();
         let (labels, files) = {
@@ -460,10 +515,10 @@ impl Core {
                     e.max_t >= start && e.min_t <= end
                 })
                 .collect();
-            if ids.len() > self.opts.max_query_series {
-                return Err(too_many(self.opts.max_query_series));
+            if ids.len() > max_series {
+                return Err(too_many(max_series));
             }
-            let mut budget = self.opts.max_query_samples;
+            let mut budget = max_samples;
             let wanted: HashSet<u32> = ids.iter().copied().collect();
             for f in st.frozen.iter() {
                 for (id, samples) in &f.samples {
@@ -484,7 +539,7 @@ impl Core {
                 budget = budget.saturating_sub(v.len());
             }
             if budget == 0 {
-                return Err(too_many_samples(self.opts.max_query_samples));
+                return Err(too_many_samples(max_samples));
             }
             let files: Vec<Arc<FileRef>> = st
                 .files
@@ -514,8 +569,8 @@ impl Core {
                 }
                 let rows = reader.read(&f, &wanted, start, end)?;
                 total += rows.len();
-                if total > self.opts.max_query_samples {
-                    return Err(too_many_samples(self.opts.max_query_samples));
+                if total > max_samples {
+                    return Err(too_many_samples(max_samples));
                 }
                 for (local, s) in rows {
                     if let Some(g) = f.ids.get(local as usize) {

@@ -10,5 +10,6 @@ pub mod types;
 
 pub use rocks::{RocksTraceStore, TraceStoreOptions};
 pub use types::{
-    DependencyEdge, OperationInfo, RedQuery, RedRow, SearchOutcome, TraceSearch, TraceSummary,
+    DependencyEdge, OperationInfo, RedQuery, RedRow, SearchOutcome, SpanChunk, SpanHead, SpanScan,
+    TraceSearch, TraceSummary,
 };

@@ -43,7 +43,7 @@ use super::codec::{self, prefix};
 use super::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
 use super::types::*;
 use crate::model::{Resource, Scope, Span, SpanId, SpanKind, TraceId};
-use crate::storage::{StorageError, StoreLifecycle, StoreStats, TraceStore};
+use crate::storage::{ScanStats, StorageError, StoreLifecycle, StoreStats, TraceStore};
 
 const CF_SPANS: &str = "spans";
 const CF_SUMMARIES: &str = "summaries";
@@ -818,6 +818,130 @@ impl TraceStore for RocksTraceStore {
         Ok(out)
     }
 
+    fn scan_spans(
+        &self,
+        q: &SpanScan,
+        sink: &mut dyn FnMut(SpanChunk) -> bool,
+    ) -> Result<ScanStats, StorageError> {
+        let mut stats = ScanStats::default();
+        let start = q.start_ns.max(self.cutoff());
+        let limit = q.limit.unwrap_or(usize::MAX);
+        if start >= q.end_ns || limit == 0 {
+            return Ok(stats);
+        }
+        let q = SpanScan {
+            start_ns: start,
+            ..q.clone()
+        };
+        if let Some(t) = &q.trace_id {
+            // One trace is one prefix read.
+            stats.partitions = 1;
+            let spans: Vec<Span> = self
+                .trace(t)?
+                .into_iter()
+                .filter(|s| q.matches(&SpanHead::of(s)))
+                .take(limit)
+                .collect();
+            stats.rows = spans.len() as u64;
+            if !spans.is_empty() {
+                sink(if q.full {
+                    SpanChunk::Spans(spans)
+                } else {
+                    SpanChunk::Heads(spans.iter().map(SpanHead::of).collect())
+                });
+            }
+            return Ok(stats);
+        }
+        // Every (service, operation) index range in the time range: each
+        // entry holds everything a span head needs, so heads never read a
+        // span record.
+        let services = match &q.service {
+            Some(s) => vec![s.clone()],
+            None => self.services(usize::MAX)?,
+        };
+        let mut ranges: Vec<(String, String)> = Vec::new();
+        for svc in services {
+            let mut ops: Vec<String> = match &q.name {
+                Some(n) => vec![n.clone()],
+                None => self
+                    .operations(&svc, usize::MAX)?
+                    .into_iter()
+                    .map(|o| o.name)
+                    .collect(),
+            };
+            ops.dedup();
+            ranges.extend(ops.into_iter().map(|o| (svc.clone(), o)));
+        }
+        let index = self.cf(CF_INDEX)?;
+        let spans_cf = self.cf(CF_SPANS)?;
+        const CHUNK: usize = 4096;
+        let mut heads: Vec<SpanHead> = Vec::with_capacity(CHUNK);
+        // Returns false once the scan should stop.
+        let mut emit =
+            |heads: &mut Vec<SpanHead>, stats: &mut ScanStats| -> Result<bool, StorageError> {
+                if heads.is_empty() {
+                    return Ok(true);
+                }
+                let batch = std::mem::take(heads);
+                stats.rows += batch.len() as u64;
+                if !q.full {
+                    return Ok(sink(SpanChunk::Heads(batch)));
+                }
+                let keys: Vec<[u8; 24]> = batch
+                    .iter()
+                    .map(|h| codec::span_key(&h.trace_id, &h.span_id))
+                    .collect();
+                let got = self.db.multi_get_cf(keys.iter().map(|k| (spans_cf, k)));
+                let mut spans = Vec::with_capacity(batch.len());
+                for (h, v) in batch.iter().zip(got) {
+                    if let Some(v) = v.map_err(backend)? {
+                        spans.push(self.decode(h.trace_id, h.span_id, &v)?);
+                    }
+                }
+                Ok(sink(SpanChunk::Spans(spans)))
+            };
+        'ranges: for (svc, op) in ranges {
+            let p = codec::index_prefix(prefix::OPERATION, &[&svc, &op]);
+            let mut ro = ReadOptions::default();
+            let mut lo = p.clone();
+            lo.extend_from_slice(&start.to_be_bytes());
+            let mut hi = p.clone();
+            hi.extend_from_slice(&q.end_ns.to_be_bytes());
+            ro.set_iterate_lower_bound(lo);
+            ro.set_iterate_upper_bound(hi);
+            stats.partitions += 1;
+            for item in self.db.iterator_cf_opt(index, ro, IteratorMode::Start) {
+                let (k, v) = item.map_err(backend)?;
+                // The key is exactly `p | start | trace | span`: a longer
+                // operation name sharing this prefix never matches.
+                if k.len() != p.len() + codec::SUFFIX_LEN {
+                    continue;
+                }
+                let Some((start_ns, trace_id, span_id)) = codec::index_suffix(&k) else {
+                    continue;
+                };
+                let (duration_ns, kind, error) = codec::decode_index_value(&v).map_err(backend)?;
+                heads.push(SpanHead {
+                    trace_id,
+                    span_id,
+                    service: svc.clone(),
+                    name: op.clone(),
+                    start_ns,
+                    duration_ns,
+                    kind,
+                    error,
+                });
+                let produced = stats.rows as usize + heads.len();
+                // At the limit, the emit after the loop sends what is left.
+                if produced >= limit || (heads.len() >= CHUNK && !emit(&mut heads, &mut stats)?) {
+                    break 'ranges;
+                }
+            }
+        }
+        emit(&mut heads, &mut stats)?;
+        Ok(stats)
+    }
+
     fn dependencies(
         &self,
         start_ns: u64,
@@ -907,6 +1031,8 @@ mod tests {
         suite::trace_store(&open(dir.path()));
         let dir = tempfile::tempdir().unwrap();
         suite::trace_store_queries(&open(dir.path()));
+        let dir = tempfile::tempdir().unwrap();
+        suite::span_scans(&open(dir.path()));
     }
 
     #[test]

@@ -90,6 +90,68 @@ pub fn attr_text(v: &AnyValue) -> Option<String> {
 /// Longest string attribute value that is indexed for search.
 pub const MAX_INDEXED_VALUE: usize = 256;
 
+/// A span scan (SQL's `spans` table): spans starting in `[start_ns,
+/// end_ns)`, optionally of one service, operation or trace. With `full`
+/// false only the fields an index entry holds are needed ([`SpanHead`]), so
+/// a store may answer from its indexes without reading span records.
+#[derive(Debug, Clone, Default)]
+pub struct SpanScan {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub service: Option<String>,
+    pub name: Option<String>,
+    pub trace_id: Option<TraceId>,
+    /// Most spans produced; `None` is unbounded.
+    pub limit: Option<usize>,
+    pub full: bool,
+}
+
+impl SpanScan {
+    /// Whether a span head satisfies the scan's filters.
+    pub fn matches(&self, h: &SpanHead) -> bool {
+        h.start_ns >= self.start_ns
+            && h.start_ns < self.end_ns
+            && self.service.as_deref().is_none_or(|s| h.service == s)
+            && self.name.as_deref().is_none_or(|n| h.name == n)
+            && self.trace_id.is_none_or(|t| h.trace_id == t)
+    }
+}
+
+/// The indexed fields of a span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpanHead {
+    pub trace_id: TraceId,
+    pub span_id: crate::model::SpanId,
+    pub service: String,
+    pub name: String,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub kind: SpanKind,
+    pub error: bool,
+}
+
+impl SpanHead {
+    pub fn of(s: &Span) -> SpanHead {
+        SpanHead {
+            trace_id: s.trace_id,
+            span_id: s.span_id,
+            service: s.service_name().to_string(),
+            name: s.name.clone(),
+            start_ns: s.start_time_ns,
+            duration_ns: s.duration_ns(),
+            kind: s.kind,
+            error: s.is_error(),
+        }
+    }
+}
+
+/// One chunk of a span scan: heads when the scan is not `full`, else spans.
+#[derive(Debug, Clone)]
+pub enum SpanChunk {
+    Heads(Vec<SpanHead>),
+    Spans(Vec<Span>),
+}
+
 /// What a search found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SearchOutcome {
