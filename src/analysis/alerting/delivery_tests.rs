@@ -88,20 +88,21 @@ impl Drop for Running {
 }
 
 async fn start_service(channels: Vec<ChannelDef>, routing: RoutingConfig) -> Running {
-    start_service_in(tempfile::tempdir().unwrap(), channels, routing).await
+    start_service_in(tempfile::tempdir().unwrap(), channels, routing, opts()).await
 }
 
 async fn start_service_in(
     dir: tempfile::TempDir,
     channels: Vec<ChannelDef>,
     routing: RoutingConfig,
+    opts: AlertingOptions,
 ) -> Running {
     let registry = prometheus::Registry::new();
     let svc = AlertingService::open(
         Arc::new(MetaStore::open(dir.path()).unwrap()),
         sources(vec![]),
         None,
-        opts(),
+        opts,
         &registry,
         Arc::new(now_ms),
     )
@@ -515,7 +516,11 @@ async fn a_restart_does_not_repeat_notifications_inside_repeat_interval() {
     let (rx, url) = start_receiver(0).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let run = start_service_in(dir, vec![webhook("hook", &url)], by_alertname()).await;
+    // A repeat interval long enough that a slow restart cannot reach it
+    // before the check below.
+    let mut o = opts();
+    o.timing.repeat_interval_ms = 4000;
+    let run = start_service_in(dir, vec![webhook("hook", &url)], by_alertname(), o.clone()).await;
     let far = Some(now_ms() + 60_000);
     let a = alert(&[("alertname", "Down"), ("instance", "a")], far);
     run.svc.receive_alerts(vec![a.clone()]).unwrap();
@@ -527,16 +532,20 @@ async fn a_restart_does_not_repeat_notifications_inside_repeat_interval() {
     drop(run);
     assert_eq!(dir.path(), path.as_path());
     // Channels come back from the meta store.
-    let run = start_service_in(dir, vec![], by_alertname()).await;
+    let run = start_service_in(dir, vec![], by_alertname(), o).await;
     run.svc.receive_alerts(vec![a]).unwrap();
     // group_wait (100 ms) and a few group intervals pass: the notification
     // log says it was sent, so nothing is repeated...
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(rx.bodies.lock().len(), 1);
-    // ...until repeat_interval (1.5 s after the first send).
+    assert!(
+        sent_at.elapsed() < Duration::from_millis(3800),
+        "the check came too late to mean anything"
+    );
+    // ...until repeat_interval (4 s after the first send).
     wait_for("the repeat", || rx.bodies.lock().len() == 2).await;
     assert!(
-        sent_at.elapsed() >= Duration::from_millis(1400),
+        sent_at.elapsed() >= Duration::from_millis(3900),
         "{:?}",
         sent_at.elapsed()
     );
