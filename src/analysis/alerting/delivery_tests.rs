@@ -550,3 +550,99 @@ async fn a_restart_does_not_repeat_notifications_inside_repeat_interval() {
         sent_at.elapsed()
     );
 }
+
+/// A source whose selects of `slow_metric` take 2 s.
+struct SlowSource(crate::query::promql::VecSource);
+
+impl crate::storage::SeriesSource for SlowSource {
+    fn select(
+        &self,
+        m: &[crate::model::LabelMatcher],
+        s: i64,
+        e: i64,
+    ) -> Result<Vec<crate::model::Series>, crate::storage::StorageError> {
+        if m.iter().any(|x| x.value == "slow_metric") {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        self.0.select(m, s, e)
+    }
+    fn series(
+        &self,
+        m: &[crate::model::LabelMatcher],
+        s: i64,
+        e: i64,
+    ) -> Result<Vec<crate::model::Labels>, crate::storage::StorageError> {
+        self.0.series(m, s, e)
+    }
+    fn label_names(
+        &self,
+        m: &[crate::model::LabelMatcher],
+        s: i64,
+        e: i64,
+    ) -> Result<Vec<String>, crate::storage::StorageError> {
+        self.0.label_names(m, s, e)
+    }
+    fn label_values(
+        &self,
+        n: &str,
+        m: &[crate::model::LabelMatcher],
+        s: i64,
+        e: i64,
+    ) -> Result<Vec<String>, crate::storage::StorageError> {
+        self.0.label_values(n, m, s, e)
+    }
+    fn metadata(&self) -> Result<Vec<crate::model::MetricMeta>, crate::storage::StorageError> {
+        self.0.metadata()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_group_delays_neither_other_groups_nor_notifications() {
+    let (rx, url) = start_receiver(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = sources(vec![]);
+    src.series = Arc::new(SlowSource(crate::query::promql::VecSource::default()));
+    let svc = AlertingService::open(
+        Arc::new(MetaStore::open(dir.path()).unwrap()),
+        src,
+        None,
+        opts(),
+        &prometheus::Registry::new(),
+        Arc::new(now_ms),
+    )
+    .unwrap();
+    svc.put_channel(webhook("hook", &url)).unwrap();
+    svc.import_rule_file(
+        "groups:\n  - name: slow\n    interval: 100ms\n    rules:\n      - alert: Slow\n        expr: slow_metric > 0\n  - name: fast\n    interval: 100ms\n    rules:\n      - alert: Always\n        expr: vector(1)\n",
+        false,
+    )
+    .unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(svc.clone().run(stop.clone()));
+    let started = Instant::now();
+    // The fast group fires and is notified while the slow one is still in
+    // its first evaluation.
+    wait_for("the fast group's notification", || {
+        !rx.bodies.lock().is_empty()
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+    let evals = |name: &str| {
+        svc.rule_views()
+            .into_iter()
+            .find(|g| g.group.name == name)
+            .and_then(|g| g.last_eval_ms)
+    };
+    let first = evals("fast").unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        evals("fast").unwrap() > first,
+        "the fast group keeps its interval"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2) || evals("slow").is_some());
+    stop.cancel();
+}

@@ -94,6 +94,8 @@ struct GroupRt {
     next_eval_ms: i64,
     last_eval_ms: Option<i64>,
     eval_seconds: f64,
+    /// Being evaluated (the run loop never evaluates a group twice at once).
+    running: bool,
 }
 
 #[derive(Default)]
@@ -316,12 +318,14 @@ impl AlertingService {
                 }
                 _ => (now, None, 0.0),
             };
+            let running = old.get(&group.name).is_some_and(|o| o.running);
             inner.groups.push(GroupRt {
                 group,
                 generated,
                 next_eval_ms: next,
                 last_eval_ms: last,
                 eval_seconds: secs,
+                running,
             });
         }
         let gone: Vec<String> = inner
@@ -659,30 +663,41 @@ impl AlertingService {
     /// Evaluates every group due at `now` (blocking). Returns the series
     /// recording rules produced.
     pub fn evaluate_due(&self, now: i64) -> Vec<Series> {
-        let due: Vec<CompiledGroup> = {
-            let inner = self.inner.lock();
-            inner
-                .groups
-                .iter()
-                .filter(|g| g.next_eval_ms <= now)
-                .map(|g| g.group.clone())
-                .collect()
-        };
         let mut recorded = Vec::new();
-        for g in due {
+        for g in self.claim_due(now) {
             let started = std::time::Instant::now();
             recorded.extend(self.evaluate_group(&g, now));
-            let mut inner = self.inner.lock();
-            if let Some(rt) = inner.groups.iter_mut().find(|x| x.group.name == g.name) {
-                rt.last_eval_ms = Some(now);
-                rt.eval_seconds = started.elapsed().as_secs_f64();
-                let iv = g.interval.ms().max(1);
-                // The next multiple of the interval after now (missed
-                // evaluations are skipped, as Prometheus does).
-                rt.next_eval_ms = (now / iv + 1) * iv;
-            }
+            self.finish_group(&g, now, started);
         }
         recorded
+    }
+
+    /// The groups due at `now` that are not being evaluated, marked as
+    /// running until [`finish_group`](Self::finish_group).
+    fn claim_due(&self, now: i64) -> Vec<CompiledGroup> {
+        let mut inner = self.inner.lock();
+        inner
+            .groups
+            .iter_mut()
+            .filter(|g| g.next_eval_ms <= now && !g.running)
+            .map(|g| {
+                g.running = true;
+                g.group.clone()
+            })
+            .collect()
+    }
+
+    fn finish_group(&self, g: &CompiledGroup, now: i64, started: std::time::Instant) {
+        let mut inner = self.inner.lock();
+        if let Some(rt) = inner.groups.iter_mut().find(|x| x.group.name == g.name) {
+            rt.running = false;
+            rt.last_eval_ms = Some(now);
+            rt.eval_seconds = started.elapsed().as_secs_f64();
+            let iv = rt.group.interval.ms().max(1);
+            // The next multiple of the interval after the evaluation time
+            // (missed evaluations are skipped, as Prometheus does).
+            rt.next_eval_ms = (self.now().max(now) / iv + 1) * iv;
+        }
     }
 
     fn evaluate_group(&self, g: &CompiledGroup, now: i64) -> Vec<Series> {
@@ -890,44 +905,60 @@ impl AlertingService {
         let mut tick = tokio::time::interval(self.opts.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_prune = std::time::Instant::now();
+        // Each due group is evaluated in a task of its own, so a slow group
+        // delays neither the others nor notifications.
+        let mut evaluations = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
+            }
+            while evaluations.try_join_next().is_some() {}
+            let now = self.now();
+            for g in self.claim_due(now) {
+                let svc = self.clone();
+                evaluations.spawn(async move {
+                    let started = std::time::Instant::now();
+                    let (s, group) = (svc.clone(), g.clone());
+                    let recorded =
+                        tokio::task::spawn_blocking(move || s.evaluate_group(&group, now)).await;
+                    svc.finish_group(&g, now, started);
+                    match recorded {
+                        Ok(rec) if !rec.is_empty() => {
+                            if let Some(sink) = &svc.sink {
+                                if let Err(e) = sink.write(rec).await {
+                                    tracing::warn!(group = %g.name, error = %e, "recording rule results not written");
+                                }
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(group = %g.name, error = %e, "rule evaluation task failed")
+                        }
+                    }
+                });
             }
             let svc = self.clone();
             let prune = last_prune.elapsed() >= Duration::from_secs(3600);
             if prune {
                 last_prune = std::time::Instant::now();
             }
-            let recorded = match tokio::task::spawn_blocking(move || {
+            let done = tokio::task::spawn_blocking(move || {
                 if prune {
                     if let Err(e) = svc.prune_notification_log() {
                         tracing::warn!(error = %e, "cannot prune the notification log");
                     }
                 }
-                let now = svc.now();
-                let rec = svc.evaluate_due(now);
-                svc.notify(now);
-                rec
+                svc.notify(svc.now());
             })
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "rule evaluation task failed");
-                    continue;
-                }
-            };
-            if !recorded.is_empty() {
-                if let Some(sink) = &self.sink {
-                    if let Err(e) = sink.write(recorded).await {
-                        tracing::warn!(error = %e, "recording rule results not written");
-                    }
-                }
+            .await;
+            if let Err(e) = done {
+                tracing::error!(error = %e, "notification task failed");
             }
         }
         self.delivery.stop();
+        // Evaluations in flight end by their query deadline at the latest.
+        while evaluations.join_next().await.is_some() {}
     }
 }
 
