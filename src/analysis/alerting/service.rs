@@ -260,7 +260,8 @@ impl AlertingService {
 
     // ---- definitions -------------------------------------------------
 
-    fn stored_groups(&self) -> Result<Vec<RuleGroup>, AlertingError> {
+    /// The stored rule groups (also those that no longer compile).
+    pub fn stored_groups(&self) -> Result<Vec<RuleGroup>, AlertingError> {
         self.meta
             .list(Kind::RuleGroup)?
             .into_iter()

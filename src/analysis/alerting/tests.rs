@@ -776,3 +776,35 @@ fn matchers_parse_and_match() {
             .unwrap();
     assert!(json.matches(&labels(&[("job", "api")])));
 }
+
+#[tokio::test]
+async fn a_stored_group_that_no_longer_compiles_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let meta = Arc::new(MetaStore::open(dir.path()).unwrap());
+    // As an older version might have stored it (the expression does not parse).
+    meta.put(
+        crate::storage::meta::Kind::RuleGroup,
+        "legacy",
+        &serde_json::json!({"name": "legacy", "rules": [{"alert": "A", "expr": "rate(x[5m]"}]}),
+    )
+    .unwrap();
+    let (clock, _) = manual_clock(0);
+    let svc = AlertingService::open(
+        meta,
+        sources(vec![]),
+        None,
+        AlertingOptions::default(),
+        &prometheus::Registry::new(),
+        clock,
+    )
+    .unwrap();
+    assert!(svc.rule_views().is_empty());
+    assert_eq!(svc.stored_groups().unwrap()[0].name, "legacy");
+    // It can be replaced through the API.
+    svc.import_rule_file(
+        "groups:\n  - name: legacy\n    rules:\n      - alert: A\n        expr: up == 0\n",
+        false,
+    )
+    .unwrap();
+    assert_eq!(svc.rule_views()[0].group.name, "legacy");
+}

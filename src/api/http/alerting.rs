@@ -465,14 +465,7 @@ struct ImportParams {
 }
 
 async fn list_groups(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let groups = blocking(&st, |s| {
-        s.rule_views()
-            .into_iter()
-            .filter(|g| !g.generated)
-            .map(|g| Ok(g.group.def))
-            .collect::<Result<Vec<RuleGroup>, AlertingError>>()
-    })
-    .await?;
+    let groups = blocking(&st, |s| s.stored_groups()).await?;
     Ok(Json(json!({ "groups": groups })))
 }
 
