@@ -395,3 +395,89 @@ async fn silences_and_slos_over_http() {
         "not_found"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_and_span_rules_over_otlp() {
+    let s = TestServer::start_with(OVERRIDES).await;
+    let rules = r#"
+groups:
+  - name: signals
+    interval: 100ms
+    rules:
+      - alert: CheckoutTimeouts
+        logs: {query: '"timeout"', service: checkout, window: 5m, condition: "> 2"}
+        annotations:
+          summary: "{{ $value }} timeouts"
+      - alert: CheckoutErrors
+        spans: {service: checkout, window: 5m, measure: errors, condition: ">= 2"}
+"#;
+    let r = s
+        .http
+        .post(s.api_url("/api/v1/alerting/rules"))
+        .body(rules)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let logs: Vec<_> = (0..4)
+        .map(|i| {
+            log_record(
+                if i == 0 {
+                    "all good"
+                } else {
+                    "payment timeout"
+                },
+                i,
+            )
+        })
+        .collect();
+    let r = s
+        .post(
+            "/v1/logs",
+            "application/x-protobuf",
+            logs_request("checkout", logs).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let spans: Vec<_> = (0..3u8)
+        .map(|i| {
+            let mut sp = span([i + 1; 16], [i + 1; 8], "POST /pay");
+            if i < 2 {
+                sp.status = Some(opentelemetry_proto::tonic::trace::v1::Status {
+                    code: 2,
+                    ..Default::default()
+                });
+            }
+            sp
+        })
+        .collect();
+    let r = s
+        .post(
+            "/v1/traces",
+            "application/x-protobuf",
+            trace_request("checkout", spans).encode_to_vec(),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    poll("both alerts to fire", async || {
+        let v = get_json(&s, "/api/v1/alerts").await;
+        v["data"]["alerts"].as_array().is_some_and(|a| a.len() == 2)
+    })
+    .await;
+    let v = get_json(&s, "/api/v1/alerts").await;
+    let by_name = |n: &str| {
+        v["data"]["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["labels"]["alertname"] == n)
+            .cloned()
+            .unwrap()
+    };
+    let logs = by_name("CheckoutTimeouts");
+    assert_eq!(logs["labels"]["service"], "checkout");
+    assert_eq!(logs["annotations"]["summary"], "3 timeouts");
+    let spans = by_name("CheckoutErrors");
+    assert_eq!(spans["value"], "2e+00");
+    assert_eq!(spans["state"], "firing");
+}
