@@ -252,7 +252,20 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
         .with_metric_guard(stores.metrics.series_guard())
         .with_max_body_bytes(cfg.ingest.max_body_bytes.0),
     );
-    *runtime.write() = Some(Running::new(stores.clone(), pipeline.clone(), wal.clone()));
+    let alerting_stop = CancellationToken::new();
+    let alerting = start_alerting(
+        &cfg,
+        &stores,
+        &pipeline,
+        &telemetry,
+        addrs.http,
+        &alerting_stop,
+    )
+    .await?;
+    *runtime.write() = Some(
+        Running::new(stores.clone(), pipeline.clone(), wal.clone())
+            .with_alerting(alerting.as_ref().map(|a| a.0.clone())),
+    );
 
     let ingest_stop = CancellationToken::new();
     let grpc_task = {
@@ -325,6 +338,10 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
             phase.set(Phase::ShuttingDown);
             tracing::info!("shutting down: no new requests, finishing in-flight ones");
             ingest_stop.cancel();
+            alerting_stop.cancel();
+            if let Some((_, task)) = alerting {
+                let _ = task.await;
+            }
             let drained = tokio::time::timeout(shutdown_timeout, async {
                 let _ = grpc_task.await;
                 let _ = otlp_http_task.await;
@@ -408,6 +425,101 @@ async fn serve_http(
         .with_graceful_shutdown(stop.cancelled_owned())
         .await
         .map_err(|e| AppError::Other(format!("http server failed: {e}")))
+}
+
+/// Recording-rule results go through the ingest pipeline (WAL, then the
+/// metrics store) as a remote_write request.
+struct PipelineSink(Arc<Pipeline>);
+
+impl crate::analysis::alerting::service::SeriesSink for PipelineSink {
+    fn write(
+        &self,
+        series: Vec<crate::model::Series>,
+    ) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            use crate::ingest::remote_write::{Label, PromSample, TimeSeries, WriteRequest};
+            use prost::Message;
+            let req = WriteRequest {
+                timeseries: series
+                    .into_iter()
+                    .map(|s| TimeSeries {
+                        labels: s
+                            .labels
+                            .into_iter()
+                            .map(|(name, value)| Label { name, value })
+                            .collect(),
+                        samples: s
+                            .samples
+                            .into_iter()
+                            .map(|x| PromSample {
+                                value: x.v,
+                                timestamp: x.t_ms,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            };
+            let raw = req.encode_to_vec();
+            let body = snap::raw::Encoder::new()
+                .compress_vec(&raw)
+                .map_err(|e| e.to_string())?;
+            self.0
+                .ingest_remote_write(body.into(), (raw.len() as u64).max(1))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+type AlertingHandle = (
+    Arc<crate::analysis::alerting::service::AlertingService>,
+    JoinHandle<()>,
+);
+
+/// Opens the meta store and the alerting service and starts its loop.
+async fn start_alerting(
+    cfg: &Config,
+    stores: &crate::storage::writer::Stores,
+    pipeline: &Arc<Pipeline>,
+    telemetry: &Arc<Telemetry>,
+    http_addr: SocketAddr,
+    stop: &CancellationToken,
+) -> Result<Option<AlertingHandle>, AppError> {
+    use crate::analysis::alerting::{eval::Sources, service};
+    if !cfg.alerting.enabled {
+        return Ok(None);
+    }
+    let opts = service::AlertingOptions::from_config(&cfg.alerting, http_addr);
+    let sources = Sources {
+        series: stores.metrics.clone(),
+        traces: Some(stores.traces.clone()),
+        logs: Some(stores.logs.clone()),
+        limits: crate::query::promql::QueryLimits {
+            timeout: Duration::from_secs(30),
+            ..Default::default()
+        },
+    };
+    let sink: Arc<dyn service::SeriesSink> = Arc::new(PipelineSink(pipeline.clone()));
+    let dir = cfg.data_dir.join("meta");
+    let registry = telemetry.registry().clone();
+    let svc = tokio::task::spawn_blocking(move || {
+        let meta = crate::storage::meta::MetaStore::open(&dir)
+            .map_err(|e| AppError::Other(format!("meta store: {e}")))?;
+        service::AlertingService::open(
+            Arc::new(meta),
+            sources,
+            Some(sink),
+            opts,
+            &registry,
+            Arc::new(crate::analysis::alerting::time::now_ms),
+        )
+        .map_err(|e| AppError::Other(format!("alerting: {e}")))
+    })
+    .await
+    .map_err(|e| AppError::Other(format!("alerting start task failed: {e}")))??;
+    let task = tokio::spawn(svc.clone().run(stop.clone()));
+    Ok(Some((svc, task)))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.

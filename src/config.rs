@@ -201,6 +201,7 @@ pub struct Config {
     pub logs: LogsConfig,
     pub metrics: MetricsConfig,
     pub sql: SqlConfig,
+    pub alerting: AlertingConfig,
     pub log: LogConfig,
 }
 
@@ -252,6 +253,111 @@ impl SqlConfig {
         }
         if self.threads == 0 || self.threads > 256 {
             return bad("sql.threads must be between 1 and 256");
+        }
+        Ok(())
+    }
+}
+
+/// Alert rules, notifications and SLOs (`analysis::alerting`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// Evaluate rules and send notifications.
+    pub enabled: bool,
+    /// Evaluation interval of rule groups that set none.
+    pub evaluation_interval: HumanDuration,
+    /// Evaluation interval of the burn-rate rules generated for SLOs.
+    pub slo_evaluation_interval: HumanDuration,
+    /// How often due evaluations and notifications are checked.
+    pub resolution: HumanDuration,
+    /// The server's URL as links in notifications should show it; empty
+    /// means `http://` + `server.http_addr`.
+    pub external_url: String,
+    /// Notification defaults of the routing tree's root.
+    pub group_wait: HumanDuration,
+    pub group_interval: HumanDuration,
+    pub repeat_interval: HumanDuration,
+    /// How long an alert posted to /api/v2/alerts without endsAt stays firing.
+    pub resolve_timeout: HumanDuration,
+    /// Delivery retries: exponential backoff from the initial to the
+    /// maximum delay, at most `retry_max_attempts` attempts.
+    pub retry_initial_backoff: HumanDuration,
+    pub retry_max_backoff: HumanDuration,
+    pub retry_max_attempts: u32,
+    /// Timeout of one delivery attempt.
+    pub delivery_timeout: HumanDuration,
+    /// Notifications waiting per channel; beyond it they are dropped and counted.
+    pub queue_capacity: usize,
+    /// Most alerts the notifier holds (rule alerts and received ones).
+    pub max_alerts: usize,
+    /// Alert history bounds: rows kept and their age.
+    pub history_max_rows: usize,
+    pub history_retention: HumanDuration,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            enabled: true,
+            evaluation_interval: HumanDuration(Duration::from_secs(30)),
+            slo_evaluation_interval: HumanDuration(Duration::from_secs(60)),
+            resolution: HumanDuration(Duration::from_secs(1)),
+            external_url: String::new(),
+            group_wait: HumanDuration(Duration::from_secs(30)),
+            group_interval: HumanDuration(Duration::from_secs(300)),
+            repeat_interval: HumanDuration(Duration::from_secs(4 * 3600)),
+            resolve_timeout: HumanDuration(Duration::from_secs(300)),
+            retry_initial_backoff: HumanDuration(Duration::from_secs(1)),
+            retry_max_backoff: HumanDuration(Duration::from_secs(60)),
+            retry_max_attempts: 10,
+            delivery_timeout: HumanDuration(Duration::from_secs(10)),
+            queue_capacity: 1024,
+            max_alerts: 100_000,
+            history_max_rows: 100_000,
+            history_retention: HumanDuration(Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
+
+impl AlertingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(format!("alerting.{m}")));
+        let ms = Duration::from_millis(10);
+        if self.resolution.0 < ms {
+            return bad("resolution must be at least 10ms");
+        }
+        if self.evaluation_interval.0 < self.resolution.0
+            || self.slo_evaluation_interval.0 < self.resolution.0
+        {
+            return bad("evaluation_interval and slo_evaluation_interval must be at least alerting.resolution");
+        }
+        if self.group_interval.0 < ms || self.repeat_interval.0 < self.group_interval.0 {
+            return bad(
+                "group_interval must be at least 10ms and repeat_interval at least group_interval",
+            );
+        }
+        if self.resolve_timeout.0 < ms {
+            return bad("resolve_timeout must be at least 10ms");
+        }
+        if self.retry_initial_backoff.0 < ms
+            || self.retry_max_backoff.0 < self.retry_initial_backoff.0
+        {
+            return bad(
+                "retry_initial_backoff must be at least 10ms and at most retry_max_backoff",
+            );
+        }
+        if self.retry_max_attempts == 0 || self.queue_capacity == 0 || self.max_alerts == 0 {
+            return bad("retry_max_attempts, queue_capacity and max_alerts must be positive");
+        }
+        if self.delivery_timeout.0 < ms {
+            return bad("delivery_timeout must be at least 10ms");
+        }
+        if self.history_max_rows == 0 || self.history_retention.0 < Duration::from_secs(60) {
+            return bad("history_max_rows must be positive and history_retention at least 1m");
+        }
+        let url = &self.external_url;
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return bad("external_url must be empty or an http(s) URL");
         }
         Ok(())
     }
@@ -512,6 +618,7 @@ impl Default for Config {
             logs: LogsConfig::default(),
             metrics: MetricsConfig::default(),
             sql: SqlConfig::default(),
+            alerting: AlertingConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -683,6 +790,7 @@ impl Config {
         self.logs.validate()?;
         self.metrics.validate()?;
         self.sql.validate()?;
+        self.alerting.validate()?;
         let i = &self.ingest;
         if i.max_body_bytes.0 < 1024 {
             return bad(format!(
@@ -892,6 +1000,10 @@ mod tests {
         assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_bytes("10MB").unwrap(), 10_000_000);
         assert!(parse_bytes("10 parsecs").is_err());
+        let e = load(None, &[], &["alerting.repeat_interval=1s"]).unwrap_err();
+        assert!(e.to_string().contains("repeat_interval"), "{e}");
+        let e = load(None, &[], &["alerting.external_url=ftp://x"]).unwrap_err();
+        assert!(e.to_string().contains("external_url"), "{e}");
         assert_eq!(ByteSize(64 << 20).to_string(), "64MiB");
         assert_eq!(
             HumanDuration(Duration::from_millis(100)).to_string(),

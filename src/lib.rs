@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map of modules; dependencies point one way:
 //! `api` → `ingest` / `query` / `analysis` → `storage` traits → `model`.
 
+pub mod analysis;
 pub mod api;
 pub mod app;
 pub mod config;

@@ -74,6 +74,16 @@ impl ApiError {
         }
     }
 
+    pub fn from_alerting(e: &crate::analysis::alerting::AlertingError) -> Self {
+        use crate::analysis::alerting::AlertingError as A;
+        let kind = match e {
+            A::InvalidRule(_) | A::InvalidRequest(_) | A::LimitExceeded(_) => ErrorKind::BadRequest,
+            A::NotFound(_) | A::Disabled => ErrorKind::NotFound,
+            A::Meta(_) | A::Internal(_) => ErrorKind::Internal,
+        };
+        ApiError::new(kind, e.code(), e.to_string())
+    }
+
     pub fn http_status(&self) -> StatusCode {
         match self.kind {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
@@ -194,6 +204,24 @@ mod tests {
             assert_eq!(a.http_status().as_u16(), http, "{e}");
             assert_eq!(a.grpc_code(), grpc, "{e}");
             assert_eq!(a.retry_after.is_some(), retry, "{e}");
+        }
+    }
+
+    #[test]
+    fn alerting_errors_map_to_statuses() {
+        use crate::analysis::alerting::AlertingError as A;
+        let cases = [
+            (A::InvalidRule("x".into()), 400, "bad_rule"),
+            (A::InvalidRequest("x".into()), 400, "bad_request"),
+            (A::LimitExceeded("x".into()), 400, "limit_exceeded"),
+            (A::NotFound("x".into()), 404, "not_found"),
+            (A::Disabled, 404, "alerting_disabled"),
+            (A::Internal("x".into()), 500, "internal"),
+        ];
+        for (e, status, code) in cases {
+            let a = ApiError::from_alerting(&e);
+            assert_eq!(a.http_status().as_u16(), status, "{e}");
+            assert_eq!(a.code, code);
         }
     }
 

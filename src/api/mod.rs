@@ -72,6 +72,8 @@ pub struct Running {
     pub stores: Stores,
     pub pipeline: Arc<Pipeline>,
     pub wal_stats: Arc<dyn Fn() -> WalStats + Send + Sync>,
+    /// The alerting service, unless `alerting.enabled` is false.
+    pub alerting: Option<Arc<crate::analysis::alerting::service::AlertingService>>,
 }
 
 impl Running {
@@ -84,6 +86,15 @@ impl Running {
             stores,
             pipeline,
             wal_stats: Arc::new(move || wal.stats()),
+            alerting: None,
         }
+    }
+
+    pub fn with_alerting(
+        mut self,
+        alerting: Option<Arc<crate::analysis::alerting::service::AlertingService>>,
+    ) -> Self {
+        self.alerting = alerting;
+        self
     }
 }

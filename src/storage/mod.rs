@@ -7,6 +7,7 @@
 
 pub mod logs;
 pub mod memory;
+pub mod meta;
 pub mod metrics;
 pub mod open;
 pub mod traces;

@@ -2,6 +2,7 @@
 
 mod support;
 
+mod alerting;
 mod bench_smoke;
 mod config_example;
 mod crash;
@@ -9,6 +10,7 @@ mod logs;
 mod metrics_store;
 mod otlp_grpc;
 mod otlp_http;
+mod prometheus_alerting;
 mod prometheus_remote_write;
 mod promql_api;
 mod python_sdk;

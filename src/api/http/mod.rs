@@ -1,6 +1,7 @@
 //! HTTP routers: the API/UI server (`server.http_addr`) and the OTLP/HTTP
 //! receiver (`server.otlp_http_addr`).
 
+pub mod alerting;
 pub mod logs;
 pub mod metrics_store;
 pub mod otlp;
@@ -46,6 +47,7 @@ pub fn api_router(state: ApiState, sql_limits: SqlLimits) -> Router {
         .merge(logs::router())
         .merge(metrics_store::router())
         .merge(sql)
+        .merge(alerting::router())
         .fallback(super::ui::fallback)
         .with_state(state)
         .merge(promql)
