@@ -414,7 +414,11 @@ t('the UI', async (ctx) => {
     await form.getByTestId('silence-create').click();
     await form.locator('.error-box').waitFor();
     assert.match(await form.locator('.error-box').innerText(), /Could not create the silence/);
-    await form.locator('input[name=matchers]').fill('alertname="UiAlwaysFiring"');
+    // "Silence…" on the alert fills in its labels as matchers.
+    await page.getByTestId('alerts-table').getByRole('button', { name: 'Silence…' }).click();
+    assert.equal(await form.locator('input[name=matchers]').inputValue(), 'alertname="UiAlwaysFiring", severity="page"');
+    assert.equal(await form.locator('.error-box').count(), 0);
+    await form.locator('input[name=createdBy]').fill('ui-test');
     await form.locator('input[name=duration]').fill('1h');
     await form.locator('input[name=comment]').fill('silenced by the browser test');
     await form.getByTestId('silence-create').click();
@@ -424,6 +428,7 @@ t('the UI', async (ctx) => {
     await row.and(page.locator('[data-state=active]')).waitFor();
     const rowText = await row.innerText();
     assert.match(rowText, /alertname="UiAlwaysFiring"/);
+    assert.match(rowText, /severity="page"/);
     assert.match(rowText, /ui-test/);
     const listed = (await (await fetch(`${base}/api/v1/alerting/silences`)).json()).silences;
     assert.equal(listed.length, 1);
@@ -439,6 +444,24 @@ t('the UI', async (ctx) => {
     assert.equal(after[0].status.state, 'expired');
   });
 
+  await step(ctx, 'shows a failing notification channel', async () => {
+    assert.equal(await page.getByTestId('failing-channels').count(), 0);
+    // A webhook nobody listens on, and a route that sends to it at once.
+    const put = (path, body) => fetch(`${base}${path}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    let r = await put('/api/v1/alerting/channels/ui-broken', { type: 'webhook', url: 'http://127.0.0.1:9/hook' });
+    assert.equal(r.status, 200, await r.text());
+    r = await put('/api/v1/alerting/routing', { route: { receiver: 'ui-broken', group_wait: '100ms', group_interval: '1s' } });
+    assert.equal(r.status, 200, await r.text());
+    await waitFor('the channel failing', async () => {
+      const c = await (await fetch(`${base}/api/v1/alerting/channels`)).json();
+      return c.channels.some((x) => x.name === 'ui-broken' && x.status.failing);
+    });
+    await page.reload();
+    const box = page.getByTestId('failing-channels');
+    await box.getByText('ui-broken').waitFor();
+    assert.match(await box.innerText(), /webhook/);
+  });
+
   await step(ctx, 'lists the alert transitions in the history', async () => {
     const rows = page.getByTestId('history-table').getByTestId('history-row');
     await rows.first().waitFor();
@@ -447,7 +470,6 @@ t('the UI', async (ctx) => {
     assert.match(await firing.first().innerText(), /severity=page/);
     // The rule that never matched made no transition.
     assert.equal(await rows.filter({ hasText: 'UiNeverFiring' }).count(), 0);
-    await page.getByTestId('history-table').scrollIntoViewIfNeeded();
     await shot('14-alert-history');
   });
 

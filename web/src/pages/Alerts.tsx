@@ -52,7 +52,8 @@ export function AlertsPage() {
   const silences = useFetch((s) => get<{ silences: Silence[] }>('/api/v1/alerting/silences', s), [tick, changed]);
   const history = useFetch((s) => get<{ history: HistoryEntry[] }>('/api/v1/alerting/history?limit=100', s), [tick, changed]);
   const channels = useFetch((s) => get<{ channels: Channel[] }>('/api/v1/alerting/channels', s), [tick]);
-  const [prefill, setPrefill] = useState<string | null>(null);
+  // "Silence…" on an alert refills the form (a new key remounts it).
+  const [prefill, setPrefill] = useState({ text: '', n: 0 });
 
   const all = alerts.data?.data.alerts ?? [];
   const firing = all.filter((a) => a.state === 'firing').length;
@@ -88,8 +89,8 @@ export function AlertsPage() {
           {failing.map((c) => (
             <span key={c.name}>
               <b>{c.name}</b> ({c.type}): {c.status.last_error ?? 'delivery failed'}
-              {c.status.last_error_ms ? ` at ${fmtDateTime(c.status.last_error_ms)}` : ''} — {c.status.consecutive_failures}{' '}
-              failures in a row
+              {c.status.last_error_ms ? ` at ${fmtDateTime(c.status.last_error_ms)}` : ''} —{' '}
+              {c.status.consecutive_failures} failed attempt{c.status.consecutive_failures === 1 ? '' : 's'} in a row
             </span>
           ))}
         </div>
@@ -104,7 +105,15 @@ export function AlertsPage() {
           isEmpty={(d) => d.data.alerts.length === 0}
           empty="No alert is pending or firing."
         >
-          {(d) => <AlertTable alerts={d.data.alerts} onSilence={(m) => setPrefill(m)} />}
+          {(d) => (
+            <AlertTable
+              alerts={d.data.alerts}
+              onSilence={(text) => {
+                setPrefill((p) => ({ text, n: p.n + 1 }));
+                document.getElementById('silences')?.scrollIntoView();
+              }}
+            />
+          )}
         </Status>
       </section>
 
@@ -120,16 +129,9 @@ export function AlertsPage() {
         </Status>
       </section>
 
-      <h2>Silences</h2>
+      <h2 id="silences">Silences</h2>
       <section class="panel">
-        <SilenceForm
-          key={prefill ?? ''}
-          initial={prefill ?? ''}
-          onCreated={() => {
-            setPrefill(null);
-            setChanged((x) => x + 1);
-          }}
-        />
+        <SilenceForm key={prefill.n} initial={prefill.text} onCreated={() => setChanged((x) => x + 1)} />
       </section>
       <section class="panel">
         <Status
