@@ -9,12 +9,16 @@ import { TracesPage } from './pages/Traces';
 import { TracePage } from './pages/Trace';
 import { LogsPage } from './pages/Logs';
 import { MetricsPage } from './pages/Metrics';
+import { AlertsPage } from './pages/Alerts';
+import { SlosPage } from './pages/Slos';
 
 const NAV: [string, string][] = [
   ['/services', 'Services'],
   ['/traces', 'Traces'],
   ['/logs', 'Logs'],
   ['/explore', 'Metrics'],
+  ['/alerts', 'Alerts'],
+  ['/slos', 'SLOs'],
 ];
 
 function useTheme(): [string, () => void] {
@@ -64,6 +68,8 @@ export function App() {
   else if ((m = path.match(/^\/traces\/([0-9a-fA-F]+)$/))) page = <TracePage id={m[1].toLowerCase()} />;
   else if (path === '/logs') page = <LogsPage />;
   else if (path === '/explore' || path === '/metrics') page = <MetricsPage />;
+  else if (path === '/alerts') page = <AlertsPage />;
+  else if (path === '/slos') page = <SlosPage />;
   else
     page = (
       <div class="page">

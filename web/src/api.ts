@@ -52,6 +52,7 @@ export async function request<T>(path: string, init: RequestInit = {}, signal?: 
       const code = body?.error?.code ?? body?.errorType ?? String(res.status);
       throw new ApiError(msg, res.status, code);
     }
+    if (res.status === 204) return undefined as T;
     if (body === undefined) throw new ApiError('the server sent no JSON', res.status, 'bad_response');
     return body as T;
   } finally {
@@ -202,3 +203,115 @@ export interface SqlResult {
 }
 export const sql = (query: string, signal?: AbortSignal) =>
   request<SqlResult>('/api/v1/sql', { method: 'POST', body: JSON.stringify({ query }), headers: { 'content-type': 'application/json' } }, signal);
+
+// ---- alerting --------------------------------------------------------------
+
+export type Labels = Record<string, string>;
+export interface PromAlert {
+  labels: Labels;
+  annotations: Labels;
+  state: 'pending' | 'firing';
+  activeAt: string;
+  value: string;
+  keepFiringSince?: string;
+}
+export interface PromRule {
+  type: 'alerting' | 'recording';
+  name: string;
+  query: string;
+  duration?: number;
+  keepFiringFor?: number;
+  labels?: Labels;
+  annotations?: Labels;
+  alerts?: PromAlert[];
+  state?: 'inactive' | 'pending' | 'firing';
+  health: 'ok' | 'err' | 'unknown';
+  lastError: string;
+  evaluationTime: number;
+  lastEvaluation: string;
+}
+export interface PromRuleGroup {
+  name: string;
+  file: 'api' | 'slo';
+  interval: number;
+  limit: number;
+  rules: PromRule[];
+  evaluationTime: number;
+  lastEvaluation: string;
+}
+export interface Silence {
+  id: string;
+  matchers: string[];
+  startsAt: string;
+  endsAt: string;
+  createdBy: string;
+  comment: string;
+  status: { state: 'pending' | 'active' | 'expired' };
+}
+export interface HistoryEntry {
+  time: string;
+  rule: string;
+  fingerprint: string;
+  from: string;
+  to: string;
+  value: number;
+  labels: Labels;
+}
+export interface Channel {
+  name: string;
+  type: string;
+  status: {
+    last_success_ms: number | null;
+    last_error: string | null;
+    last_error_ms: number | null;
+    consecutive_failures: number;
+    delivered: number;
+    failed: number;
+    dropped: number;
+    failing: boolean;
+  };
+}
+export interface NewSilence {
+  matchers: string[];
+  duration?: string;
+  endsAt?: string;
+  createdBy: string;
+  comment: string;
+}
+const json = (method: string, body: unknown): RequestInit => ({ method, body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
+export const createSilence = (s: NewSilence) => request<{ silenceID: string }>('/api/v1/alerting/silences', json('POST', s));
+/** Expires a silence now (204). */
+export const expireSilence = (id: string) => request<void>(`/api/v1/alerting/silences/${encodeURIComponent(id)}`, { method: 'DELETE' });
+
+// ---- SLOs ------------------------------------------------------------------
+
+export interface SloDef {
+  name: string;
+  description?: string;
+  target: number;
+  window: string;
+  indicator: { promql?: { good: string; total: string }; spans?: { service: string; operation?: string; latency_threshold_ms?: number } };
+  labels?: Labels;
+  alerts: boolean;
+}
+export interface SloReport {
+  name: string;
+  target: number;
+  window: string;
+  t_ms: number;
+  sli: number | null;
+  events: { good: number; total: number };
+  error_budget: { total: number; consumed: number; remaining: number; consumed_percent: number; remaining_percent: number };
+  burn_rates: Record<string, number>;
+}
+export interface SloEntry {
+  slo: SloDef;
+  report?: SloReport;
+  error?: string;
+}
+export interface BurndownPoint {
+  time: string;
+  /** null when the window so far allowed no budget (no events). */
+  remaining_percent: number | null;
+  consumed: number;
+}

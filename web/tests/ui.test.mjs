@@ -2,8 +2,10 @@
 // on a temporary data dir (ports 0), sends a trace, logs and metrics with
 // the OpenTelemetry Python SDK (tests/python/ui_seed.py), then drives
 // headless Chromium (playwright-core, Debian's /usr/bin/chromium) through
-// the services, the trace waterfall, its logs, a log search, a PromQL chart
-// and the SQL tab, saving a screenshot of each page.
+// the services, the trace waterfall, its logs, a log search, a PromQL chart,
+// the SQL tab, the alerts (rules imported over HTTP, a silence created and
+// expired in the UI, the history) and an SLO with its burn-down, saving a
+// screenshot of each page.
 //
 //   node --test web/tests/ui.test.mjs    (after `cargo build`)
 //
@@ -360,10 +362,163 @@ t('the UI', async (ctx) => {
     await shot('11-dark-services');
   });
 
+  await step(ctx, 'shows the empty alerts page, then imported rules firing and inactive', async () => {
+    await page.getByTestId('nav-alerts').click();
+    await page.waitForURL(/\/alerts/);
+    await page.getByText('No rules yet — import a rule file').waitFor();
+    await page.getByText('No alert is pending or firing.').waitFor();
+    // A rule that fires at its first evaluation (no `for`: the rule parser
+    // refuses `for: 0s`) and one that never does.
+    const rules = [
+      'groups:',
+      '  - name: ui-alerts',
+      '    interval: 1s',
+      '    rules:',
+      '      - alert: UiAlwaysFiring',
+      '        expr: vector(1)',
+      '        labels: {severity: page}',
+      '        annotations: {summary: "the browser test fires this"}',
+      '      - alert: UiNeverFiring',
+      '        expr: vector(1) > 2',
+      '        for: 1m',
+    ].join('\n');
+    const r = await fetch(`${base}/api/v1/alerting/rules`, { method: 'POST', headers: { 'content-type': 'application/yaml' }, body: rules });
+    assert.equal(r.status, 200, await r.clone().text());
+    assert.deepEqual((await r.json()).imported, ['ui-alerts']);
+    await waitFor('the alert firing', async () => {
+      const a = await (await fetch(`${base}/api/v1/alerts`)).json();
+      return a.data.alerts.some((x) => x.labels.alertname === 'UiAlwaysFiring' && x.state === 'firing');
+    });
+    await page.reload();
+    const ruleRows = page.getByTestId('rules-table').getByTestId('rule-row');
+    await ruleRows.filter({ hasText: 'UiAlwaysFiring' }).locator('.state', { hasText: 'firing' }).waitFor();
+    await ruleRows.filter({ hasText: 'UiNeverFiring' }).locator('.state', { hasText: 'inactive' }).waitFor();
+    assert.match(await ruleRows.filter({ hasText: 'UiNeverFiring' }).innerText(), /vector\(1\) > 2/);
+    assert.equal(await ruleRows.count(), 2);
+    const alert = page.getByTestId('alerts-table').locator('tbody tr');
+    assert.equal(await alert.count(), 1);
+    const text = await alert.innerText();
+    assert.match(text, /UiAlwaysFiring/);
+    assert.match(text, /firing/);
+    assert.match(text, /severity=page/);
+    assert.match(text, /the browser test fires this/);
+    assert.match(await page.getByTestId('alert-stats').locator('.stat', { hasText: 'Firing' }).innerText(), /Firing\s+1/);
+    await shot('12-alerts');
+  });
+
+  await step(ctx, 'creates a silence in the UI, shows an invalid one refused, and expires it', async () => {
+    const form = page.getByTestId('silence-form');
+    // A bad matcher: the server's message is shown.
+    await form.locator('input[name=matchers]').fill('alertname=~"("');
+    await form.locator('input[name=createdBy]').fill('ui-test');
+    await form.getByTestId('silence-create').click();
+    await form.locator('.error-box').waitFor();
+    assert.match(await form.locator('.error-box').innerText(), /Could not create the silence/);
+    // "Silence…" on the alert fills in its labels as matchers.
+    await page.getByTestId('alerts-table').getByRole('button', { name: 'Silence…' }).click();
+    assert.equal(await form.locator('input[name=matchers]').inputValue(), 'alertname="UiAlwaysFiring", severity="page"');
+    assert.equal(await form.locator('.error-box').count(), 0);
+    await form.locator('input[name=createdBy]').fill('ui-test');
+    await form.locator('input[name=duration]').fill('1h');
+    await form.locator('input[name=comment]').fill('silenced by the browser test');
+    await form.getByTestId('silence-create').click();
+    await form.getByTestId('silence-created').waitFor();
+    assert.equal(await form.locator('.error-box').count(), 0);
+    const row = page.getByTestId('silence-row').filter({ hasText: 'silenced by the browser test' });
+    await row.and(page.locator('[data-state=active]')).waitFor();
+    const rowText = await row.innerText();
+    assert.match(rowText, /alertname="UiAlwaysFiring"/);
+    assert.match(rowText, /severity="page"/);
+    assert.match(rowText, /ui-test/);
+    const listed = (await (await fetch(`${base}/api/v1/alerting/silences`)).json()).silences;
+    assert.equal(listed.length, 1);
+    assert.equal(listed[0].status.state, 'active');
+    const ends = Date.parse(listed[0].endsAt) - Date.parse(listed[0].startsAt);
+    assert.ok(Math.abs(ends - 3600e3) < 5000, `a silence of one hour, not ${ends} ms`);
+    assert.match(await page.getByTestId('alert-stats').locator('.stat', { hasText: 'Active silences' }).innerText(), /1$/);
+    await shot('13-silence');
+    await row.getByTestId('silence-expire').click();
+    await row.and(page.locator('[data-state=expired]')).waitFor();
+    assert.equal(await row.getByTestId('silence-expire').count(), 0);
+    const after = (await (await fetch(`${base}/api/v1/alerting/silences`)).json()).silences;
+    assert.equal(after[0].status.state, 'expired');
+  });
+
+  await step(ctx, 'shows a failing notification channel', async () => {
+    assert.equal(await page.getByTestId('failing-channels').count(), 0);
+    // A webhook nobody listens on, and a route that sends to it at once.
+    const put = (path, body) => fetch(`${base}${path}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    let r = await put('/api/v1/alerting/channels/ui-broken', { type: 'webhook', url: 'http://127.0.0.1:9/hook' });
+    assert.equal(r.status, 200, await r.text());
+    r = await put('/api/v1/alerting/routing', { route: { receiver: 'ui-broken', group_wait: '100ms', group_interval: '1s' } });
+    assert.equal(r.status, 200, await r.text());
+    await waitFor('the channel failing', async () => {
+      const c = await (await fetch(`${base}/api/v1/alerting/channels`)).json();
+      return c.channels.some((x) => x.name === 'ui-broken' && x.status.failing);
+    });
+    await page.reload();
+    const box = page.getByTestId('failing-channels');
+    await box.getByText('ui-broken').waitFor();
+    assert.match(await box.innerText(), /webhook/);
+  });
+
+  await step(ctx, 'lists the alert transitions in the history', async () => {
+    const rows = page.getByTestId('history-table').getByTestId('history-row');
+    await rows.first().waitFor();
+    const firing = rows.filter({ hasText: /ui-alerts\/UiAlwaysFiring#\d/ }).filter({ has: page.locator('.state-firing') });
+    await firing.first().waitFor();
+    assert.match(await firing.first().innerText(), /severity=page/);
+    // The rule that never matched made no transition.
+    assert.equal(await rows.filter({ hasText: 'UiNeverFiring' }).count(), 0);
+    await shot('14-alert-history');
+  });
+
+  await step(ctx, 'lists an SLO with its error budget and draws the burn-down', async () => {
+    await page.getByTestId('nav-slos').click();
+    await page.waitForURL(/\/slos/);
+    await page.getByText('No SLOs yet').waitFor();
+    const body = {
+      description: 'ui-frontend requests without errors',
+      target: 0.99,
+      window: '1h',
+      indicator: { spans: { service: 'ui-frontend' } },
+    };
+    const r = await fetch(`${base}/api/v1/slos/ui-availability`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    assert.equal(r.status, 200, await r.clone().text());
+    // The seeded GET /checkout of ui-frontend is one request, and it failed.
+    const report = await waitFor('the SLO report with the seeded request', async () => {
+      const v = await (await fetch(`${base}/api/v1/slos/ui-availability`)).json();
+      return v.report?.events.total >= 1 ? v.report : null;
+    });
+    assert.equal(report.events.good, 0);
+    await page.reload();
+    const row = page.getByTestId('slos-table').getByTestId('slo-row').filter({ hasText: 'ui-availability' });
+    await row.waitFor();
+    const cells = await row.locator('td').allInnerTexts();
+    assert.equal(cells[2], '99%');
+    assert.equal(cells[3], '1h');
+    assert.equal(cells[4], '0.00%'); // the SLI
+    assert.match(cells[6], new RegExp(`^${report.error_budget.remaining_percent.toFixed(1)}%$`));
+    assert.ok(report.error_budget.remaining < 0, 'the budget is overspent');
+    assert.match(cells[5], /^-/);
+    await row.getByTestId('slo-link').click();
+    await page.waitForURL(/slo=ui-availability/);
+    await page.getByTestId('slo-title').getByText('ui-availability').waitFor();
+    const stats = await page.getByTestId('slo-stats').innerText();
+    assert.match(stats, /Budget remaining/);
+    assert.match(stats, /0 \/ 1/); // good / total events
+    await page.getByTestId('slo-burn-rates').getByText('1h', { exact: true }).waitFor();
+    const chart = page.getByTestId('slo-burndown');
+    await chart.locator('canvas').waitFor();
+    assert.match(await chart.locator('.u-legend').innerText(), /budget remaining %/);
+    await shot('15-slos');
+  });
+
   await step(ctx, 'logged no page errors and made no failing request but the expected ones', () => {
     assert.deepEqual(pageErrors, []);
-    // The invalid log query and the invalid SQL query (400 each).
-    const unexpected = failedRequests.filter((r) => r !== '400 /api/v1/logs/search' && r !== '400 /api/v1/sql');
+    // The invalid log query, the invalid SQL query and the invalid silence (400 each).
+    const expected = ['400 /api/v1/logs/search', '400 /api/v1/sql', '400 /api/v1/alerting/silences'];
+    const unexpected = failedRequests.filter((r) => !expected.includes(r));
     assert.deepEqual(unexpected, []);
   });
 });
