@@ -31,7 +31,12 @@ impl PromDuration {
 
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        if s == "0" {
+        // Prometheus accepts a zero duration with units (`for: 0s`); the
+        // PromQL parser's duration rule does not.
+        let zero_with_units = s.starts_with('0')
+            && s.chars().all(|c| c == '0' || c.is_ascii_alphabetic())
+            && promql_parser::util::parse_duration(&s.replace('0', "1")).is_ok();
+        if s == "0" || zero_with_units {
             return Ok(PromDuration(Duration::ZERO));
         }
         promql_parser::util::parse_duration(s)
@@ -642,8 +647,14 @@ groups:
             ("30s", "30s"),
             ("3d", "3d"),
             ("0", "0s"),
+            ("0s", "0s"),
+            ("0m", "0s"),
+            ("0ms", "0s"),
         ] {
             assert_eq!(PromDuration::parse(s).unwrap().to_string(), want);
+        }
+        for bad in ["0x", "00q", "s", "-1m", "1 m"] {
+            assert!(PromDuration::parse(bad).is_err(), "{bad}");
         }
     }
 }
