@@ -1144,19 +1144,3 @@ impl ExecutionPlan for ScanExec {
         Some(self.metrics.clone_inner())
     }
 }
-
-/// Column names of every table, for documentation and error hints.
-pub fn describe_tables() -> HashMap<&'static str, Vec<(String, String)>> {
-    [Table::Spans, Table::Logs, Table::Metrics]
-        .into_iter()
-        .map(|t| {
-            let cols = t
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| (f.name().clone(), f.data_type().to_string()))
-                .collect();
-            (t.name(), cols)
-        })
-        .collect()
-}
