@@ -585,30 +585,23 @@ impl ScanJob {
             full,
         };
         let mut failed = None;
-        let stats = self.sources.traces.scan_spans(&q, &mut |chunk| {
-            let res = match chunk {
-                SpanChunk::Heads(h) => h.chunks(BATCH_ROWS).try_fold(true, |go, c| {
-                    if !go {
-                        return Ok(false);
-                    }
-                    self.span_batch(c, &[]).map(&mut *out)
-                }),
-                SpanChunk::Spans(s) => s.chunks(BATCH_ROWS).try_fold(true, |go, c| {
-                    if !go {
-                        return Ok(false);
-                    }
-                    let heads: Vec<SpanHead> = c.iter().map(SpanHead::of).collect();
-                    self.span_batch(&heads, c).map(&mut *out)
-                }),
-            };
-            match res {
-                Ok(go) => go,
-                Err(e) => {
-                    failed = Some(e);
-                    false
+        let stats = self
+            .sources
+            .traces
+            .scan_spans(&q, &mut |chunk| match chunk {
+                SpanChunk::Heads(h) => {
+                    send_batches(&h, |c| self.span_batch(c, &[]), out, &mut failed)
                 }
-            }
-        })?;
+                SpanChunk::Spans(s) => send_batches(
+                    &s,
+                    |c| {
+                        let heads: Vec<SpanHead> = c.iter().map(SpanHead::of).collect();
+                        self.span_batch(&heads, c)
+                    },
+                    out,
+                    &mut failed,
+                ),
+            })?;
         failed.map_or(Ok(stats), Err)
     }
 
@@ -619,20 +612,8 @@ impl ScanJob {
             return self.empty_batch(heads.len());
         }
         let n = heads.len();
-        let strings = |f: &dyn Fn(usize) -> Option<String>| -> ArrayRef {
-            let mut b = StringBuilder::with_capacity(n, n * 16);
-            for i in 0..n {
-                b.append_option(f(i));
-            }
-            Arc::new(b.finish())
-        };
-        let times = |f: &dyn Fn(&SpanHead) -> u64| -> ArrayRef {
-            let mut b = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-            for h in heads {
-                b.append_value(f(h).min(i64::MAX as u64) as i64);
-            }
-            Arc::new(b.finish())
-        };
+        let strings = |f: &dyn Fn(usize) -> Option<String>| string_column(n, f);
+        let times = |f: &dyn Fn(&SpanHead) -> u64| time_column(n, |i| f(&heads[i]));
         let span = |i: usize| full.get(i);
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.names.len());
         for name in &self.names {
@@ -747,23 +728,15 @@ impl ScanJob {
             count_only: self.names.is_empty(),
         };
         let mut failed = None;
-        let stats = self.sources.logs.scan(&q, &mut |chunk| {
-            let res = match chunk {
-                LogChunk::Count(n) => self.empty_batch(n as usize).map(&mut *out),
-                LogChunk::Records(r) => r.chunks(BATCH_ROWS).try_fold(true, |go, c| {
-                    if !go {
-                        return Ok(false);
-                    }
-                    self.log_batch(c).map(&mut *out)
-                }),
-            };
-            match res {
-                Ok(go) => go,
+        let stats = self.sources.logs.scan(&q, &mut |chunk| match chunk {
+            LogChunk::Count(n) => match self.empty_batch(n as usize) {
+                Ok(b) => out(b),
                 Err(e) => {
                     failed = Some(e);
                     false
                 }
-            }
+            },
+            LogChunk::Records(r) => send_batches(&r, |c| self.log_batch(c), out, &mut failed),
         })?;
         failed.map_or(Ok(stats), Err)
     }
@@ -773,20 +746,8 @@ impl ScanJob {
             return self.empty_batch(recs.len());
         }
         let n = recs.len();
-        let strings = |f: &dyn Fn(&LogRecord) -> Option<String>| -> ArrayRef {
-            let mut b = StringBuilder::with_capacity(n, n * 32);
-            for r in recs {
-                b.append_option(f(r));
-            }
-            Arc::new(b.finish())
-        };
-        let times = |f: &dyn Fn(&LogRecord) -> u64| -> ArrayRef {
-            let mut b = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-            for r in recs {
-                b.append_value(f(r).min(i64::MAX as u64) as i64);
-            }
-            Arc::new(b.finish())
-        };
+        let strings = |f: &dyn Fn(&LogRecord) -> Option<String>| string_column(n, |i| f(&recs[i]));
+        let times = |f: &dyn Fn(&LogRecord) -> u64| time_column(n, |i| f(&recs[i]));
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.names.len());
         for name in &self.names {
             cols.push(match name.as_str() {
@@ -866,36 +827,28 @@ impl ScanJob {
             .sources
             .metrics
             .scan(&matchers, start_ms, end_ms, &mut |series| {
-                let mut rows = Vec::new();
+                // Whole series per batch, a batch closed once it holds
+                // BATCH_ROWS samples.
+                let mut groups: Vec<Vec<&Series>> = Vec::new();
                 let mut n = 0;
                 for s in &series {
-                    if n >= left {
-                        break;
-                    }
-                    rows.push(s);
-                    n += s.samples.len();
-                    if n >= BATCH_ROWS {
-                        match self.metric_batch(&rows, left) {
-                            Ok((b, used)) => {
-                                left -= used;
-                                if !(out)(b) {
-                                    return false;
-                                }
-                            }
-                            Err(e) => {
-                                failed = Some(e);
-                                return false;
-                            }
-                        }
-                        rows.clear();
+                    if groups.is_empty() || n >= BATCH_ROWS {
+                        groups.push(Vec::new());
                         n = 0;
                     }
+                    if let Some(g) = groups.last_mut() {
+                        g.push(s);
+                    }
+                    n += s.samples.len();
                 }
-                if !rows.is_empty() && left > 0 {
-                    match self.metric_batch(&rows, left) {
+                for g in groups {
+                    if left == 0 {
+                        return false;
+                    }
+                    match self.metric_batch(&g, left) {
                         Ok((b, used)) => {
                             left -= used;
-                            if !(out)(b) {
+                            if !out(b) {
                                 return false;
                             }
                         }
@@ -1014,6 +967,49 @@ fn matcher(name: &str, op: MatchOp, value: &str) -> LabelMatcher {
         op,
         value: value.to_string(),
     }
+}
+
+/// A string column of `n` rows.
+fn string_column(n: usize, f: impl Fn(usize) -> Option<String>) -> ArrayRef {
+    let mut b = StringBuilder::with_capacity(n, n * 16);
+    for i in 0..n {
+        b.append_option(f(i));
+    }
+    Arc::new(b.finish())
+}
+
+/// A UTC nanosecond timestamp column of `n` rows.
+fn time_column(n: usize, f: impl Fn(usize) -> u64) -> ArrayRef {
+    let mut b = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    for i in 0..n {
+        b.append_value(f(i).min(i64::MAX as u64) as i64);
+    }
+    Arc::new(b.finish())
+}
+
+/// Hands `rows` to `out` in batches of at most [`BATCH_ROWS`] built by
+/// `build`. Returns false once the scan should stop: `out` wants no more,
+/// or a batch failed (the error is kept in `failed`).
+fn send_batches<T>(
+    rows: &[T],
+    build: impl Fn(&[T]) -> Result<RecordBatch, StorageError>,
+    out: &mut dyn FnMut(RecordBatch) -> bool,
+    failed: &mut Option<StorageError>,
+) -> bool {
+    for c in rows.chunks(BATCH_ROWS) {
+        match build(c) {
+            Ok(b) => {
+                if !out(b) {
+                    return false;
+                }
+            }
+            Err(e) => {
+                *failed = Some(e);
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// The physical scan of one table: runs the store scan on a blocking
