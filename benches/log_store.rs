@@ -17,9 +17,13 @@
 //! (without `--bench`, as `cargo test --benches` runs it: a tiny smoke run)
 //! (`LOGS_BENCH_DIR` keeps the data directory; default: a temp dir).
 
+mod support;
+
+use support::{env, now_ns, percentile, Rng};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -30,34 +34,6 @@ use tern::config::{Config, Sources};
 use tern::storage::logs::index::{LogIndex, LogIndexOptions};
 use tern::storage::logs::LogSearch;
 use tern::storage::{LogStore, StoreLifecycle};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const SERVICES: [&str; 6] = ["checkout", "cart", "payment", "auth", "search", "inventory"];
 const USERS: [&str; 8] = [
@@ -251,11 +227,6 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 fn main() {

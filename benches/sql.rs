@@ -23,8 +23,12 @@
 //! `cargo test --benches` runs it) it is a tiny smoke run that checks the
 //! answers.
 
+mod support;
+
+use support::{env, now_ns, percentile, Rng};
+
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tern::model::{
     AnyValue, LogRecord, Resource, Sample, Scope, Series, Span, SpanId, SpanKind, Status,
@@ -35,37 +39,6 @@ use tern::storage::logs::index::{LogIndex, LogIndexOptions};
 use tern::storage::metrics::{MetricsOptions, ParquetMetricStore};
 use tern::storage::traces::{RocksTraceStore, TraceStoreOptions};
 use tern::storage::{LogStore, MetricStore, StoreLifecycle, TraceStore};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 const SERVICES: [&str; 6] = ["checkout", "cart", "payment", "auth", "search", "inventory"];
 const OPS: [&str; 5] = [
@@ -289,11 +262,6 @@ fn fill_spans(store: &RocksTraceStore, spans: u64) -> Duration {
     started.elapsed()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let (samples, lines, spans, runs) = if full {
@@ -408,7 +376,7 @@ fn main() {
         results.push(serde_json::json!({
             "query": name,
             "sql": q,
-            "p50_ms": percentile(&lat, 0.5),
+            "p50_ms": percentile(&mut lat, 0.5),
             "min_ms": lat[0],
             "max_ms": lat[lat.len() - 1],
             "runs": runs,
