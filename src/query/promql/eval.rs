@@ -54,13 +54,15 @@ pub(crate) struct Windows {
 }
 
 impl Windows {
-    /// Calls `f(step, window)` for every step; slides two cursors when the
-    /// window ends ascend (the usual case), else binary-searches.
-    pub fn each_window(&self, s: &Series, mut f: impl FnMut(usize, &[Sample])) {
+    /// Calls `f(step, first index, window)` for every step; slides two
+    /// cursors when the window ends ascend (the usual case), else
+    /// binary-searches.
+    pub fn each_window(&self, s: &Series, mut f: impl FnMut(usize, usize, &[Sample])) {
         let ascending = self.ends.windows(2).all(|w| w[0] <= w[1]);
         if !ascending {
             for i in 0..self.ends.len() {
-                f(i, self.window(s, i));
+                let (lo, hi) = self.bounds(s, i);
+                f(i, lo, &s.samples[lo..hi]);
             }
             return;
         }
@@ -76,15 +78,20 @@ impl Windows {
             while hi < n && s.samples[hi].t_ms <= end {
                 hi += 1;
             }
-            f(i, &s.samples[lo..hi]);
+            f(i, lo, &s.samples[lo..hi]);
         }
     }
 
-    pub fn window<'s>(&self, s: &'s Series, i: usize) -> &'s [Sample] {
+    fn bounds(&self, s: &Series, i: usize) -> (usize, usize) {
         let end = self.ends[i];
         let lo = s.samples.partition_point(|x| x.t_ms <= end - self.range);
         let hi = s.samples.partition_point(|x| x.t_ms <= end);
-        &s.samples[lo..hi.max(lo)]
+        (lo, hi.max(lo))
+    }
+
+    pub fn window<'s>(&self, s: &'s Series, i: usize) -> &'s [Sample] {
+        let (lo, hi) = self.bounds(s, i);
+        &s.samples[lo..hi]
     }
 }
 

@@ -8,7 +8,7 @@ use super::eval::{
     cmp_asc_nan_last, dedupe, desc_nan_last, drop_name, kahan_sum, mean, quantile, set_label,
     variance, Ctx, Grid, Sv, Val, Windows, DUP_LABELSET,
 };
-use super::{label, LabelMatcher, Labels, MatchOp, PromError, Sample, METRIC_NAME};
+use super::{label, LabelMatcher, Labels, MatchOp, PromError, Sample, Series, METRIC_NAME};
 
 pub(crate) fn call(ctx: &Ctx<'_>, c: &Call, g: Grid) -> Result<Val, PromError> {
     let name = c.func.name;
@@ -273,9 +273,23 @@ pub(crate) fn call(ctx: &Ctx<'_>, c: &Call, g: Grid) -> Result<Val, PromError> {
             let w = matrix_arg(ctx, args.first(), g)?;
             let counter = name != "delta";
             let is_rate = name == "rate";
-            over_windows(ctx, &w, g, false, |win, i| {
-                extrapolated_rate(win, counter, is_rate, w.ends[i] - w.range, w.ends[i])
-            })
+            // Counter resets per series as prefix counts, so a window with
+            // none (nearly all) skips the reset walk.
+            over_windows_prep(
+                ctx,
+                &w,
+                g,
+                false,
+                |s| counter.then(|| reset_counts(&s.samples)),
+                |resets, win, lo, i| {
+                    let has_resets = match resets {
+                        Some(r) if !win.is_empty() => r[lo + win.len() - 1] != r[lo],
+                        _ => false,
+                    };
+                    let (start, end) = (w.ends[i] - w.range, w.ends[i]);
+                    extrapolated_rate(win, counter, has_resets, is_rate, start, end)
+                },
+            )
         }
         "irate" | "idelta" => {
             let w = matrix_arg(ctx, args.first(), g)?;
@@ -599,14 +613,44 @@ fn over_windows_mut(
     keep_name: bool,
     mut f: impl FnMut(&[Sample], usize) -> Option<f64>,
 ) -> Result<Val, PromError> {
+    over_windows_prep(ctx, w, g, keep_name, |_| (), |_, win, _, i| f(win, i))
+}
+
+/// How many counter resets (a value below the one before) there are up to
+/// and including each sample.
+fn reset_counts(s: &[Sample]) -> Vec<u32> {
+    let mut n = 0u32;
+    let mut prev = f64::NEG_INFINITY;
+    s.iter()
+        .map(|x| {
+            if x.v < prev {
+                n += 1;
+            }
+            prev = x.v;
+            n
+        })
+        .collect()
+}
+
+/// Like [`over_windows_mut`], with `prep(series)` computed once per series
+/// and passed to `f(prep, window, index of its first sample, step)`.
+fn over_windows_prep<P>(
+    ctx: &Ctx<'_>,
+    w: &Windows,
+    g: Grid,
+    keep_name: bool,
+    mut prep: impl FnMut(&Series) -> P,
+    mut f: impl FnMut(&P, &[Sample], usize, usize) -> Option<f64>,
+) -> Result<Val, PromError> {
     ctx.add_samples(w.series.len() * g.n)?;
     let mut out = Vec::with_capacity(w.series.len());
     for s in &w.series {
         ctx.check()?;
         let mut any = false;
         let mut vals: Vec<Option<f64>> = Vec::with_capacity(g.n);
-        w.each_window(s, |i, win| {
-            let v = f(win, i);
+        let p = prep(s);
+        w.each_window(s, |i, lo, win| {
+            let v = f(&p, win, lo, i);
             any |= v.is_some();
             vals.push(v);
         });
@@ -633,6 +677,7 @@ fn over_windows_mut(
 fn extrapolated_rate(
     s: &[Sample],
     counter: bool,
+    has_resets: bool,
     is_rate: bool,
     range_start: i64,
     range_end: i64,
@@ -643,7 +688,7 @@ fn extrapolated_rate(
     let first = s[0];
     let last = s[s.len() - 1];
     let mut result = last.v - first.v;
-    if counter {
+    if counter && has_resets {
         let mut prev = first.v;
         for x in &s[1..] {
             if x.v < prev {
