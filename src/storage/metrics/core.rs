@@ -9,7 +9,7 @@
 //! series; a delta point whose end time is not after the last one added is
 //! a re-send and is ignored, so identical re-exports never double count.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -66,17 +66,25 @@ pub struct FileRef {
     pub generation: u64,
     /// File-local series number → global series id.
     pub ids: Vec<u32>,
+    /// First row of each local series in the samples file, plus the row
+    /// count at the end (`ids.len() + 1` entries), so a read decodes only
+    /// the rows of the series it wants. `None` for files whose series table
+    /// predates row counts: those are read whole.
+    pub offsets: Option<Vec<u64>>,
 }
 
 /// Reads the samples of a file for the given local series numbers.
 pub trait FileReader: Send + Sync {
+    /// The samples in `[start, end]` of the local series `wanted`
+    /// (ascending): one time-ordered run per series that has any, in
+    /// `wanted` order.
     fn read(
         &self,
         file: &FileRef,
-        wanted: &HashSet<u32>,
+        wanted: &[u32],
         start: i64,
         end: i64,
-    ) -> Result<Vec<(u32, Sample)>, StorageError>;
+    ) -> Result<Vec<(u32, Vec<Sample>)>, StorageError>;
 }
 
 #[derive(Default)]
@@ -504,9 +512,11 @@ impl Core {
         max_series: usize,
         max_samples: usize,
     ) -> Result<Vec<Series>, StorageError> {
-        // (generation, sample) per series; generation orders duplicates.
-        let mut acc: HashMap<u32, Vec<(i64, u64, f64)>> = HashMap::new();
-        let (labels, files) = {
+        // Per selected series (in `ids` order), the time-ordered runs found
+        // in each source with the source's generation, which orders
+        // duplicates: files by write order, then the frozen head, then the
+        // head.
+        let (ids, labels, files, mut runs) = {
             let st = self.state.read();
             let ids: Vec<u32> = Self::matching(&st, matchers)?
                 .into_iter()
@@ -518,27 +528,29 @@ impl Core {
             if ids.len() > max_series {
                 return Err(too_many(max_series));
             }
-            let mut budget = max_samples;
-            let wanted: HashSet<u32> = ids.iter().copied().collect();
+            let mut runs: Vec<Vec<(u64, Vec<Sample>)>> = vec![Vec::new(); ids.len()];
+            let mut held = 0usize;
             for f in st.frozen.iter() {
                 for (id, samples) in &f.samples {
-                    if wanted.contains(id) {
-                        let v = acc.entry(*id).or_default();
-                        for s in in_range(samples, start, end) {
-                            v.push((s.t_ms, u64::MAX - 1, s.v));
+                    if let Ok(i) = ids.binary_search(id) {
+                        let v: Vec<Sample> = in_range(samples, start, end).copied().collect();
+                        if !v.is_empty() {
+                            held += v.len();
+                            runs[i].push((u64::MAX - 1, v));
                         }
                     }
                 }
             }
-            for id in &ids {
-                let e = &st.series[*id as usize];
-                let v = acc.entry(*id).or_default();
-                for s in in_range(&e.head, start, end) {
-                    v.push((s.t_ms, u64::MAX, s.v));
+            for (i, id) in ids.iter().enumerate() {
+                let v: Vec<Sample> = in_range(&st.series[*id as usize].head, start, end)
+                    .copied()
+                    .collect();
+                if !v.is_empty() {
+                    held += v.len();
+                    runs[i].push((u64::MAX, v));
                 }
-                budget = budget.saturating_sub(v.len());
             }
-            if budget == 0 {
+            if held > max_samples {
                 return Err(too_many_samples(max_samples));
             }
             let files: Vec<Arc<FileRef>> = st
@@ -547,50 +559,29 @@ impl Core {
                 .filter(|f| f.max_t >= start && f.min_t <= end)
                 .cloned()
                 .collect();
-            let labels: Vec<(u32, Arc<Labels>)> = ids
+            let labels: Vec<Arc<Labels>> = ids
                 .iter()
-                .map(|id| (*id, st.series[*id as usize].labels.clone()))
+                .map(|id| st.series[*id as usize].labels.clone())
                 .collect();
-            (labels, files)
+            (ids, labels, files, runs)
         };
-        if let Some(reader) = reader {
-            let wanted_global: HashSet<u32> = labels.iter().map(|(id, _)| *id).collect();
-            let mut total: usize = acc.values().map(Vec::len).sum();
-            for f in files {
-                let wanted: HashSet<u32> = f
-                    .ids
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, g)| wanted_global.contains(g))
-                    .map(|(l, _)| l as u32)
-                    .collect();
-                if wanted.is_empty() {
-                    continue;
-                }
-                let rows = reader.read(&f, &wanted, start, end)?;
-                total += rows.len();
-                if total > max_samples {
-                    return Err(too_many_samples(max_samples));
-                }
-                for (local, s) in rows {
+        if let (Some(reader), false) = (reader, files.is_empty()) {
+            let held: usize = runs.iter().flatten().map(|r| r.1.len()).sum();
+            for (f, got) in read_files(reader, &files, &ids, start, end, max_samples - held)? {
+                for (local, samples) in got {
                     if let Some(g) = f.ids.get(local as usize) {
-                        acc.entry(*g).or_default().push((s.t_ms, f.generation, s.v));
+                        if let Ok(i) = ids.binary_search(g) {
+                            runs[i].push((f.generation, samples));
+                        }
                     }
                 }
             }
         }
         let mut out: Vec<Series> = labels
             .into_iter()
-            .filter_map(|(id, l)| {
-                let mut v = acc.remove(&id)?;
-                v.sort_by_key(|a| (a.0, a.1));
-                let mut samples: Vec<Sample> = Vec::with_capacity(v.len());
-                for (t, _, val) in v {
-                    match samples.last_mut() {
-                        Some(last) if last.t_ms == t => last.v = val,
-                        _ => samples.push(Sample { t_ms: t, v: val }),
-                    }
-                }
+            .zip(runs)
+            .filter_map(|(l, r)| {
+                let samples = merge_runs(r);
                 (!samples.is_empty()).then(|| Series {
                     labels: (*l).clone(),
                     samples,
@@ -680,6 +671,120 @@ fn in_range(samples: &[Sample], start: i64, end: i64) -> impl Iterator<Item = &S
     samples[from..].iter().take_while(move |s| s.t_ms <= end)
 }
 
+/// Reads the wanted series (global ids, ascending) from `files`, spread
+/// over up to as many threads as there are cores. Fails once more than
+/// `budget` samples have been read.
+#[allow(clippy::type_complexity)]
+fn read_files(
+    reader: &dyn FileReader,
+    files: &[Arc<FileRef>],
+    ids: &[u32],
+    start: i64,
+    end: i64,
+    budget: usize,
+) -> Result<Vec<(Arc<FileRef>, Vec<(u32, Vec<Sample>)>)>, StorageError> {
+    use std::sync::atomic::{AtomicUsize, Ordering as AO};
+    let read = AtomicUsize::new(0);
+    let one = |f: &Arc<FileRef>| -> Result<Vec<(u32, Vec<Sample>)>, StorageError> {
+        let wanted: Vec<u32> = f
+            .ids
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| ids.binary_search(g).is_ok())
+            .map(|(l, _)| l as u32)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let got = reader.read(f, &wanted, start, end)?;
+        let n: usize = got.iter().map(|r| r.1.len()).sum();
+        if read.fetch_add(n, AO::Relaxed) + n > budget {
+            return Err(too_many_samples(budget));
+        }
+        Ok(got)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+        .min(files.len());
+    if threads <= 1 {
+        return files.iter().map(|f| Ok((f.clone(), one(f)?))).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Vec<Result<Vec<(usize, Vec<(u32, Vec<Sample>)>)>, StorageError>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, AO::Relaxed);
+                            let Some(f) = files.get(i) else { break };
+                            mine.push((i, one(f)?));
+                        }
+                        Ok(mine)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(StorageError::Backend("file reader panicked".into()))
+                    })
+                })
+                .collect()
+        });
+    let mut all = Vec::with_capacity(files.len());
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort_by_key(|(i, _)| *i);
+    Ok(all
+        .into_iter()
+        .map(|(i, got)| (files[i].clone(), got))
+        .collect())
+}
+
+/// Merges one series' time-ordered runs from several sources into one
+/// sequence; for identical timestamps the run with the larger generation
+/// wins. Runs that do not overlap (the usual case: one file per partition)
+/// are concatenated without sorting.
+pub(super) fn merge_runs(mut runs: Vec<(u64, Vec<Sample>)>) -> Vec<Sample> {
+    match runs.len() {
+        0 => return Vec::new(),
+        1 => return runs.pop().map(|r| r.1).unwrap_or_default(),
+        _ => {}
+    }
+    runs.sort_by_key(|(g, r)| (r.first().map_or(i64::MIN, |x| x.t_ms), *g));
+    let disjoint = runs
+        .windows(2)
+        .all(|w| match (w[0].1.last(), w[1].1.first()) {
+            (Some(a), Some(b)) => a.t_ms < b.t_ms,
+            _ => true,
+        });
+    if disjoint {
+        let mut out = Vec::with_capacity(runs.iter().map(|r| r.1.len()).sum());
+        for (_, r) in runs {
+            out.extend(r);
+        }
+        return out;
+    }
+    let mut all: Vec<(i64, u64, f64)> = runs
+        .into_iter()
+        .flat_map(|(g, r)| r.into_iter().map(move |s| (s.t_ms, g, s.v)))
+        .collect();
+    all.sort_by_key(|a| (a.0, a.1));
+    let mut out: Vec<Sample> = Vec::with_capacity(all.len());
+    for (t, _, v) in all {
+        match out.last_mut() {
+            Some(last) if last.t_ms == t => last.v = v,
+            _ => out.push(Sample { t_ms: t, v }),
+        }
+    }
+    out
+}
+
 fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     let (mut i, mut j, mut out) = (0, 0, Vec::new());
     while i < a.len() && j < b.len() {
@@ -694,4 +799,41 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(g: u64, pts: &[(i64, f64)]) -> (u64, Vec<Sample>) {
+        (g, pts.iter().map(|&(t_ms, v)| Sample { t_ms, v }).collect())
+    }
+
+    fn pts(s: Vec<Sample>) -> Vec<(i64, f64)> {
+        s.into_iter().map(|x| (x.t_ms, x.v)).collect()
+    }
+
+    #[test]
+    fn disjoint_runs_are_concatenated_in_time_order() {
+        let got = merge_runs(vec![
+            run(5, &[(30, 3.0), (40, 4.0)]),
+            run(1, &[(10, 1.0), (20, 2.0)]),
+        ]);
+        assert_eq!(pts(got), vec![(10, 1.0), (20, 2.0), (30, 3.0), (40, 4.0)]);
+    }
+
+    #[test]
+    fn overlapping_runs_keep_the_newest_generation_per_timestamp() {
+        let got = merge_runs(vec![
+            run(u64::MAX, &[(20, 20.0), (25, 25.0)]),
+            run(1, &[(10, 1.0), (20, 2.0), (30, 3.0)]),
+            run(2, &[(20, 200.0), (30, 300.0)]),
+        ]);
+        assert_eq!(
+            pts(got),
+            vec![(10, 1.0), (20, 20.0), (25, 25.0), (30, 300.0)]
+        );
+        assert!(merge_runs(vec![]).is_empty());
+        assert_eq!(pts(merge_runs(vec![run(3, &[(1, 1.0)])])), vec![(1, 1.0)]);
+    }
 }

@@ -3,19 +3,27 @@
 //!
 //! Layout under the store directory:
 //!
-//! - `p<partition start ms>/<generation>.samples.parquet`: columns
-//!   `series` (u32, file-local series number), `t` (i64 ms,
-//!   DELTA_BINARY_PACKED) and the value, sorted by (series, t), zstd. A
-//!   series whose values are all decimals of at most 6 digits (counters,
-//!   most gauges) stores them as integer mantissas in `vi`
-//!   (DELTA_BINARY_PACKED, so a steady counter costs a few bits a sample)
-//!   with the digit count in `scale` (RLE); any other series stores floats
-//!   in `vf` (BYTE_STREAM_SPLIT). Values round-trip bit for bit. Files
-//!   written before this encoding have one float column `v` and are read
-//!   as such;
+//! - `p<partition start ms>/<generation>.samples.parquet`: rows sorted by
+//!   (series, t), zstd. Columns: `series` (u32, file-local series number,
+//!   DELTA_BINARY_PACKED); `dt`, the milliseconds since the series'
+//!   previous sample (its first row holds the timestamp itself); and the
+//!   value. A series whose values are all decimals of at most 6 digits
+//!   (counters, most gauges) stores the zigzag difference of its integer
+//!   mantissas in `vd` (the first row holds the mantissa) with the digit
+//!   count in `scale` (RLE); any other series stores floats in `vf`.
+//!   `dt`, `vd` and `vf` are BYTE_STREAM_SPLIT, so the mostly-zero high
+//!   bytes of small differences compress to almost nothing and zstd's
+//!   entropy coder sees the informative low bytes on their own: a regular
+//!   scrape costs next to nothing for its timestamp, a counter about as
+//!   many bits as its increments carry. Values round-trip bit for bit.
+//!   Older layouts (absolute `t` with mantissas `vi`, or one float column
+//!   `v`) are still read;
 //! - `p<partition>/<generation>.series.parquet`: the file's series table,
-//!   one row per series (`labels` as JSON, dictionary-encoded, `min_t`,
-//!   `max_t`), so labels are stored once per file, never per sample;
+//!   one row per series (`labels` as JSON, `min_t`, `max_t`, `rows`), so
+//!   labels are stored once per file, never per sample. From the row
+//!   counts a read selects exactly the rows of the series it wants, and
+//!   the samples file's offset index lets it skip every page holding none
+//!   of them; the files a query touches are read in parallel;
 //! - `MANIFEST.json`: the live files, the WAL sequence number they cover
 //!   (`durable_seq`), the running totals of delta-fed series at that point,
 //!   and metric metadata. It is replaced atomically (write, fsync, rename),
@@ -39,14 +47,17 @@ use arrow_array::{
     Array, ArrayRef, Float64Array, Int64Array, Int8Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
-use super::core::{now_ms, Core, DeltaState, FileReader, FileRef, Frozen};
+use super::core::{merge_runs, now_ms, Core, DeltaState, FileReader, FileRef, Frozen};
 use super::guard::SeriesGuard;
 use super::{CardinalityStats, MetricsOptions};
 use crate::model::{LabelMatcher, Labels, Metric, MetricMeta, Sample, Series};
@@ -102,63 +113,156 @@ impl FileReader for Reader {
     fn read(
         &self,
         file: &FileRef,
-        wanted: &HashSet<u32>,
+        wanted: &[u32],
         start: i64,
         end: i64,
-    ) -> Result<Vec<(u32, Sample)>, StorageError> {
+    ) -> Result<Vec<(u32, Vec<Sample>)>, StorageError> {
         let path = self.dir.join(format!("{}.samples.parquet", file.name));
         let f = File::open(&path)?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-            .map_err(be)?
-            .build()
-            .map_err(be)?;
-        let mut out = Vec::new();
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+            f,
+            ArrowReaderOptions::new().with_offset_index_policy(if file.offsets.is_some() {
+                PageIndexPolicy::Optional
+            } else {
+                PageIndexPolicy::Skip
+            }),
+        )
+        .map_err(be)?
+        .with_batch_size(64 * 1024);
+        // Only the rows of the wanted series (pages holding none are not
+        // even decompressed); files without row counts are read whole.
+        let mut keep: Option<Vec<bool>> = None;
+        match &file.offsets {
+            Some(off) => {
+                let mut sel: Vec<RowSelector> = Vec::new();
+                let mut pos = 0u64;
+                for &l in wanted {
+                    let (Some(&a), Some(&b)) = (off.get(l as usize), off.get(l as usize + 1))
+                    else {
+                        return Err(be(format!("series {l} beyond the file's series table")));
+                    };
+                    if a > pos {
+                        sel.push(RowSelector::skip((a - pos) as usize));
+                    }
+                    if b > a {
+                        sel.push(RowSelector::select((b - a) as usize));
+                    }
+                    pos = b.max(pos);
+                }
+                builder = builder.with_row_selection(RowSelection::from(sel));
+            }
+            None => {
+                let mut k = vec![false; file.ids.len()];
+                for &l in wanted {
+                    if let Some(x) = k.get_mut(l as usize) {
+                        *x = true;
+                    }
+                }
+                keep = Some(k);
+            }
+        }
+        let reader = builder.build().map_err(be)?;
+        let mut out: Vec<(u32, Vec<Sample>)> = Vec::with_capacity(wanted.len());
+        // Decoding state of the current series; the diff columns restart at
+        // every series' first row.
+        let (mut cur, mut t, mut m) = (u32::MAX, 0i64, 0i64);
+        let mut run: Vec<Sample> = Vec::new();
         for batch in reader {
             let batch = batch.map_err(be)?;
-            let (s, t, v) = columns(&batch)?;
-            for i in 0..batch.num_rows() {
-                let t_ms = t.value(i);
-                if t_ms < start || t_ms > end || !wanted.contains(&s.value(i)) {
-                    continue;
+            let cols = columns(&batch)?;
+            let n = batch.num_rows();
+            for i in 0..n {
+                let local = cols.series.value(i);
+                if local != cur {
+                    if !run.is_empty() {
+                        out.push((cur, std::mem::take(&mut run)));
+                    }
+                    cur = local;
+                    (t, m) = (0, 0);
                 }
-                out.push((
-                    s.value(i),
-                    Sample {
-                        t_ms,
-                        v: v.value(i),
-                    },
-                ));
+                if let Some(k) = &keep {
+                    if !k.get(local as usize).copied().unwrap_or(false) {
+                        continue;
+                    }
+                }
+                let (t_ms, v) = cols.sample(i, &mut t, &mut m);
+                if t_ms >= start && t_ms <= end {
+                    run.push(Sample { t_ms, v });
+                }
             }
+        }
+        if !run.is_empty() {
+            out.push((cur, run));
         }
         Ok(out)
     }
 }
 
-/// The value column(s) of a samples file.
-enum Values<'a> {
-    /// Files written before decimal encoding: one float column `v`.
-    Float(&'a Float64Array),
-    /// `vi` (an integer, with `scale` decimal digits) or else `vf`.
+/// The columns of a samples file, in one of its layouts.
+enum Layout<'a> {
+    /// Current: `dt` is the time since the series' previous row (the first
+    /// row holds the time itself), `vd` the zigzag difference of decimal
+    /// mantissas (the first row holds the mantissa), or `vf` a float.
+    Diff {
+        dt: &'a Int64Array,
+        vd: &'a Int64Array,
+        vf: &'a Float64Array,
+        scale: &'a Int8Array,
+    },
+    /// Absolute `t` with absolute mantissas `vi` or floats `vf`.
     Decimal {
+        t: &'a Int64Array,
         vi: &'a Int64Array,
         vf: &'a Float64Array,
         scale: &'a Int8Array,
     },
+    /// The first layout: absolute `t` and one float column `v`.
+    Float {
+        t: &'a Int64Array,
+        v: &'a Float64Array,
+    },
 }
 
-impl Values<'_> {
-    fn value(&self, i: usize) -> f64 {
-        match self {
-            Values::Float(v) => v.value(i),
-            Values::Decimal { vi, vf, scale } => {
-                if vi.is_null(i) {
+struct Columns<'a> {
+    series: &'a UInt32Array,
+    layout: Layout<'a>,
+}
+
+impl Columns<'_> {
+    /// Row `i` as `(t, value)`; `t` and `m` carry the series' running time
+    /// and mantissa between rows (zero at a series' first row).
+    #[inline]
+    fn sample(&self, i: usize, t: &mut i64, m: &mut i64) -> (i64, f64) {
+        match &self.layout {
+            Layout::Diff { dt, vd, vf, scale } => {
+                *t = t.wrapping_add(dt.value(i));
+                let v = if vd.is_null(i) {
+                    vf.value(i)
+                } else {
+                    *m = m.wrapping_add(unzigzag(vd.value(i)));
+                    decode_decimal(*m, scale.value(i))
+                };
+                (*t, v)
+            }
+            Layout::Decimal { t, vi, vf, scale } => {
+                let v = if vi.is_null(i) {
                     vf.value(i)
                 } else {
                     decode_decimal(vi.value(i), scale.value(i))
-                }
+                };
+                (t.value(i), v)
             }
+            Layout::Float { t, v } => (t.value(i), v.value(i)),
         }
     }
+}
+
+fn zigzag(d: i64) -> i64 {
+    (d << 1) ^ (d >> 63)
+}
+
+fn unzigzag(z: i64) -> i64 {
+    ((z as u64 >> 1) as i64) ^ -(z & 1)
 }
 
 const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
@@ -194,50 +298,59 @@ fn decimal_scale(values: &[Sample]) -> Option<i8> {
         .then_some(scale as i8)
 }
 
-fn columns(b: &RecordBatch) -> Result<(&UInt32Array, &Int64Array, Values<'_>), StorageError> {
+fn columns(b: &RecordBatch) -> Result<Columns<'_>, StorageError> {
     let bad = || be("unexpected samples file schema");
-    let s = b
-        .column(0)
+    let col = |name: &str| b.column_by_name(name).ok_or_else(bad);
+    let i64s = |name: &str| -> Result<&Int64Array, StorageError> {
+        col(name)?
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(bad)
+    };
+    let f64s = |name: &str| -> Result<&Float64Array, StorageError> {
+        col(name)?
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(bad)
+    };
+    let i8s = |name: &str| -> Result<&Int8Array, StorageError> {
+        col(name)?
+            .as_any()
+            .downcast_ref::<Int8Array>()
+            .ok_or_else(bad)
+    };
+    let series = col("series")?
         .as_any()
         .downcast_ref::<UInt32Array>()
         .ok_or_else(bad)?;
-    let t = b
-        .column(1)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(bad)?;
-    let col = |name: &str| b.column_by_name(name).ok_or_else(bad);
-    let values = if b.num_columns() == 3 {
-        Values::Float(
-            col("v")?
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .ok_or_else(bad)?,
-        )
+    let layout = if b.column_by_name("dt").is_some() {
+        Layout::Diff {
+            dt: i64s("dt")?,
+            vd: i64s("vd")?,
+            vf: f64s("vf")?,
+            scale: i8s("scale")?,
+        }
+    } else if b.column_by_name("vi").is_some() {
+        Layout::Decimal {
+            t: i64s("t")?,
+            vi: i64s("vi")?,
+            vf: f64s("vf")?,
+            scale: i8s("scale")?,
+        }
     } else {
-        Values::Decimal {
-            vi: col("vi")?
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(bad)?,
-            vf: col("vf")?
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .ok_or_else(bad)?,
-            scale: col("scale")?
-                .as_any()
-                .downcast_ref::<Int8Array>()
-                .ok_or_else(bad)?,
+        Layout::Float {
+            t: i64s("t")?,
+            v: f64s("v")?,
         }
     };
-    Ok((s, t, values))
+    Ok(Columns { series, layout })
 }
 
 fn samples_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("series", DataType::UInt32, false),
-        Field::new("t", DataType::Int64, false),
-        Field::new("vi", DataType::Int64, true),
+        Field::new("dt", DataType::Int64, false),
+        Field::new("vd", DataType::Int64, true),
         Field::new("vf", DataType::Float64, true),
         Field::new("scale", DataType::Int8, false),
     ]))
@@ -248,6 +361,7 @@ fn series_schema() -> Arc<Schema> {
         Field::new("labels", DataType::Utf8, false),
         Field::new("min_t", DataType::Int64, false),
         Field::new("max_t", DataType::Int64, false),
+        Field::new("rows", DataType::UInt32, false),
     ]))
 }
 
@@ -278,8 +392,8 @@ fn samples_props() -> WriterProperties {
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(6).unwrap_or_default()))
         .set_dictionary_enabled(false)
         .set_column_encoding(ColumnPath::from("series"), Encoding::DELTA_BINARY_PACKED)
-        .set_column_encoding(ColumnPath::from("t"), Encoding::DELTA_BINARY_PACKED)
-        .set_column_encoding(ColumnPath::from("vi"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_encoding(ColumnPath::from("dt"), Encoding::BYTE_STREAM_SPLIT)
+        .set_column_encoding(ColumnPath::from("vd"), Encoding::BYTE_STREAM_SPLIT)
         .set_column_encoding(ColumnPath::from("vf"), Encoding::BYTE_STREAM_SPLIT)
         .set_column_dictionary_enabled(ColumnPath::from("scale"), true)
         .set_max_row_group_row_count(Some(1 << 20))
@@ -327,7 +441,8 @@ impl ParquetMetricStore {
             let mut st = core.state.write();
             let mut max_gen = 0;
             for mf in &manifest.files {
-                let rows = read_series_table(&dir.join(format!("{}.series.parquet", mf.name)))?;
+                let (rows, counts) =
+                    read_series_table(&dir.join(format!("{}.series.parquet", mf.name)))?;
                 let mut ids = Vec::with_capacity(rows.len());
                 for (labels, min_t, max_t) in rows {
                     let id = st.get_or_create(labels);
@@ -347,6 +462,7 @@ impl ParquetMetricStore {
                     bytes: mf.bytes,
                     generation: mf.generation,
                     ids,
+                    offsets: counts.as_deref().map(offsets),
                 }));
             }
             for d in manifest.deltas {
@@ -514,17 +630,22 @@ impl ParquetMetricStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut labels, mut mins, mut maxs) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut labels, mut mins, mut maxs, mut counts) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut min_t, mut max_t) = (i64::MAX, i64::MIN);
         let mut ids = Vec::with_capacity(rows.len());
         for (local, (id, l, samples)) in rows.iter().enumerate() {
             let scale = decimal_scale(samples);
+            let (mut prev_t, mut prev_m) = (0i64, 0i64);
             for x in samples {
                 s.push(local as u32);
-                t.push(x.t_ms);
+                t.push(x.t_ms.wrapping_sub(prev_t));
+                prev_t = x.t_ms;
                 match scale {
                     Some(k) => {
-                        vi.push(Some((x.v * POW10[k as usize]).round() as i64));
+                        let m = (x.v * POW10[k as usize]).round() as i64;
+                        vi.push(Some(zigzag(m.wrapping_sub(prev_m))));
+                        prev_m = m;
                         vf.push(None);
                     }
                     None => {
@@ -543,6 +664,7 @@ impl ParquetMetricStore {
             labels.push(serde_json::to_string(&**l).map_err(be)?);
             mins.push(a);
             maxs.push(b);
+            counts.push(samples.len() as u32);
             ids.push(*id);
         }
         let sb = RecordBatch::try_new(
@@ -562,6 +684,7 @@ impl ParquetMetricStore {
                 Arc::new(StringArray::from(labels)) as ArrayRef,
                 Arc::new(Int64Array::from(mins)),
                 Arc::new(Int64Array::from(maxs)),
+                Arc::new(UInt32Array::from(counts.clone())),
             ],
         )
         .map_err(be)?;
@@ -585,6 +708,7 @@ impl ParquetMetricStore {
             bytes,
             generation,
             ids,
+            offsets: Some(offsets(&counts)),
         })
     }
 
@@ -697,15 +821,12 @@ impl ParquetMetricStore {
             }
             let started = Instant::now();
             files.sort_by_key(|f| f.generation);
-            let mut merged: HashMap<u32, Vec<(i64, u64, f64)>> = HashMap::new();
+            let mut merged: HashMap<u32, Vec<(u64, Vec<Sample>)>> = HashMap::new();
             for f in &files {
-                let all: HashSet<u32> = (0..f.ids.len() as u32).collect();
-                for (local, s) in self.reader.read(f, &all, i64::MIN, i64::MAX)? {
+                let all: Vec<u32> = (0..f.ids.len() as u32).collect();
+                for (local, run) in self.reader.read(f, &all, i64::MIN, i64::MAX)? {
                     if let Some(g) = f.ids.get(local as usize) {
-                        merged
-                            .entry(*g)
-                            .or_default()
-                            .push((s.t_ms, f.generation, s.v));
+                        merged.entry(*g).or_default().push((f.generation, run));
                     }
                 }
             }
@@ -713,17 +834,7 @@ impl ParquetMetricStore {
                 let st = self.core.state.read();
                 merged
                     .into_iter()
-                    .map(|(id, mut v)| {
-                        v.sort_by_key(|a| (a.0, a.1));
-                        let mut out: Vec<Sample> = Vec::with_capacity(v.len());
-                        for (t, _, x) in v {
-                            match out.last_mut() {
-                                Some(l) if l.t_ms == t => l.v = x,
-                                _ => out.push(Sample { t_ms: t, v: x }),
-                            }
-                        }
-                        (id, st.series[id as usize].labels.clone(), out)
-                    })
+                    .map(|(id, runs)| (id, st.series[id as usize].labels.clone(), merge_runs(runs)))
                     .collect()
             };
             let generation = files.iter().map(|f| f.generation).max().unwrap_or(0);
@@ -759,13 +870,31 @@ impl ParquetMetricStore {
     }
 }
 
-fn read_series_table(path: &Path) -> Result<Vec<(Labels, i64, i64)>, StorageError> {
+/// Row offsets from per-series row counts (one more entry than counts).
+fn offsets(counts: &[u32]) -> Vec<u64> {
+    let mut off = Vec::with_capacity(counts.len() + 1);
+    let mut total = 0u64;
+    off.push(0);
+    for c in counts {
+        total += u64::from(*c);
+        off.push(total);
+    }
+    off
+}
+
+/// A file's series table: labels with time range per series, and the row
+/// count per series (`None` in files written before it was recorded).
+#[allow(clippy::type_complexity)]
+fn read_series_table(
+    path: &Path,
+) -> Result<(Vec<(Labels, i64, i64)>, Option<Vec<u32>>), StorageError> {
     let f = File::open(path)?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(be)?
         .build()
         .map_err(be)?;
     let mut out = Vec::new();
+    let mut counts: Option<Vec<u32>> = Some(Vec::new());
     for batch in reader {
         let batch = batch.map_err(be)?;
         let bad = || be("unexpected series file schema");
@@ -784,12 +913,20 @@ fn read_series_table(path: &Path) -> Result<Vec<(Labels, i64, i64)>, StorageErro
             .as_any()
             .downcast_ref::<Int64Array>()
             .ok_or_else(bad)?;
+        let rows = match batch.column_by_name("rows") {
+            Some(c) => Some(c.as_any().downcast_ref::<UInt32Array>().ok_or_else(bad)?),
+            None => None,
+        };
         for i in 0..batch.num_rows() {
             let labels: Labels = serde_json::from_str(l.value(i)).map_err(be)?;
             out.push((labels, a.value(i), b.value(i)));
         }
+        match (rows, counts.as_mut()) {
+            (Some(r), Some(c)) => c.extend(r.values().iter().copied()),
+            _ => counts = None,
+        }
     }
-    Ok(out)
+    Ok((out, counts))
 }
 
 impl StoreLifecycle for ParquetMetricStore {
@@ -975,25 +1112,154 @@ mod tests {
         assert_eq!(decimal_scale(&[]), Some(0));
     }
 
+    /// Writes `batch` as `<dir>/old.samples.parquet` and reads local
+    /// series 1 of it the way files without row counts are read.
+    fn read_old_layout(dir: &Path, batch: RecordBatch) -> Vec<(u32, Vec<(i64, f64)>)> {
+        let props = WriterProperties::builder().build();
+        write_parquet(&dir.join("old.samples.parquet"), batch, props).unwrap();
+        let file = FileRef {
+            name: "old".into(),
+            partition: 0,
+            min_t: 1,
+            max_t: 3,
+            samples: 4,
+            bytes: 0,
+            generation: 1,
+            ids: vec![7, 9],
+            offsets: None,
+        };
+        let reader = Reader {
+            dir: dir.to_path_buf(),
+        };
+        reader
+            .read(&file, &[1], 0, 10)
+            .unwrap()
+            .into_iter()
+            .map(|(l, r)| (l, r.into_iter().map(|x| (x.t_ms, x.v)).collect()))
+            .collect()
+    }
+
     #[test]
-    fn files_with_one_float_value_column_are_still_read() {
-        let old = RecordBatch::try_new(
+    fn files_in_older_layouts_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let float = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
                 Field::new("series", DataType::UInt32, false),
                 Field::new("t", DataType::Int64, false),
                 Field::new("v", DataType::Float64, false),
             ])),
             vec![
-                Arc::new(UInt32Array::from(vec![0, 0])) as ArrayRef,
-                Arc::new(Int64Array::from(vec![1, 2])),
-                Arc::new(Float64Array::from(vec![0.5, f64::NAN])),
+                Arc::new(UInt32Array::from(vec![0, 1, 1, 1])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![1, 1, 2, 3])),
+                Arc::new(Float64Array::from(vec![9.0, 0.5, f64::NAN, -1.0])),
             ],
         )
         .unwrap();
-        let (_, t, v) = columns(&old).unwrap();
-        assert_eq!(t.value(1), 2);
-        assert_eq!(v.value(0), 0.5);
-        assert!(v.value(1).is_nan());
+        let got = read_old_layout(dir.path(), float);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, 1);
+        assert_eq!(got[0].1[0], (1, 0.5));
+        assert!(got[0].1[1].1.is_nan());
+        assert_eq!(got[0].1[2], (3, -1.0));
+
+        let decimal = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![
+                Field::new("series", DataType::UInt32, false),
+                Field::new("t", DataType::Int64, false),
+                Field::new("vi", DataType::Int64, true),
+                Field::new("vf", DataType::Float64, true),
+                Field::new("scale", DataType::Int8, false),
+            ])),
+            vec![
+                Arc::new(UInt32Array::from(vec![0, 1, 1, 1])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![1, 1, 2, 3])),
+                Arc::new(Int64Array::from(vec![
+                    Some(5),
+                    Some(125),
+                    Some(-3),
+                    Some(7),
+                ])),
+                Arc::new(Float64Array::from(vec![None, None, None, None])),
+                Arc::new(Int8Array::from(vec![0, 2, 2, 2])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            read_old_layout(dir.path(), decimal),
+            vec![(1, vec![(1, 1.25), (2, -0.03), (3, 0.07)])]
+        );
+    }
+
+    #[test]
+    fn zigzag_round_trips_extremes() {
+        for d in [0, 1, -1, 63, -64, i64::MAX, i64::MIN, 1 << 40, -(1 << 40)] {
+            assert_eq!(unzigzag(zigzag(d)), d, "{d}");
+        }
+        assert_eq!(zigzag(-1), 1);
+        assert_eq!(zigzag(1), 2);
+    }
+
+    #[test]
+    fn reads_of_some_series_and_part_of_the_time_decode_exactly_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ParquetMetricStore::open(dir.path(), opts(), None).unwrap();
+        // 40 series in one file: counters, 2-digit gauges, floats (NaN
+        // too), with irregular timestamps.
+        let truth: Vec<Series> = (0..40)
+            .map(|k| Series {
+                labels: vec![
+                    (METRIC_NAME.into(), "m".into()),
+                    ("k".into(), format!("{k:02}")),
+                ],
+                samples: (0..300)
+                    .map(|i| Sample {
+                        t_ms: 1_000 + i * 15_000 + (i * k) % 7,
+                        v: match k % 4 {
+                            0 => (i * i * 3 + k) as f64,
+                            1 => ((i as f64 * 0.37 + k as f64).sin() * 100.0).round() / 100.0,
+                            2 if i % 50 == 7 => f64::NAN,
+                            2 => (i as f64).sqrt() * 1e-3,
+                            _ => -((i * 1_000_003 % 97) as f64),
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        store.write_series(1, truth.clone()).unwrap();
+        store.flush_head(true).unwrap();
+        assert!(store
+            .core()
+            .state
+            .read()
+            .files
+            .iter()
+            .all(|f| f.offsets.is_some()));
+        let pick = LabelMatcher {
+            name: "k".into(),
+            op: MatchOp::Regex,
+            value: "0[3-6]|1[0-1]|2.|39".into(),
+        };
+        let (a, b) = (200_000, 3_000_000);
+        let got = store.select(&[name("m")[0].clone(), pick], a, b).unwrap();
+        let want: Vec<&Series> = truth
+            .iter()
+            .filter(|s| {
+                let k: u32 = s.labels[1].1.parse().unwrap();
+                (3..=6).contains(&k) || k == 10 || k == 11 || (20..30).contains(&k) || k == 39
+            })
+            .collect();
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(want) {
+            assert_eq!(g.labels, w.labels);
+            let w: Vec<(i64, u64)> = w
+                .samples
+                .iter()
+                .filter(|x| x.t_ms >= a && x.t_ms <= b)
+                .map(|x| (x.t_ms, x.v.to_bits()))
+                .collect();
+            let g: Vec<(i64, u64)> = g.samples.iter().map(|x| (x.t_ms, x.v.to_bits())).collect();
+            assert_eq!(g, w);
+        }
     }
 
     #[test]
