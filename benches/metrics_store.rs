@@ -4,6 +4,9 @@
 //!   scraped every 15 s for HOURS hours of realistic values, written
 //!   directly to the Parquet store (flushed every 2 h of data, as the head
 //!   would be), plus memory per active series of the head.
+//! - `store-query [SERIES] [HOURS] [RUNS]`: fills the store as `disk` does,
+//!   then times PromQL range queries (24 h, 60 s step) evaluated in-process
+//!   over it: `rate()` over 1k series and `sum by (code) (rate())` over 3k.
 //! - `ingest [SERIES] [HOURS] [SECONDS]`: starts tern in-process on a temp
 //!   dir and measures samples/s over remote_write (HTTP; SERIES series
 //!   scraped every 15 s over the HOURS before now) and over OTLP/gRPC (for
@@ -193,7 +196,19 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     total
 }
 
-fn disk(series: usize, hours: i64) {
+/// What `fill` wrote.
+struct Filled {
+    store: ParquetMetricStore,
+    dir: tempfile::TempDir,
+    samples: u64,
+    seconds: f64,
+    head_rss_per_series: f64,
+    end_ms: i64,
+}
+
+/// Writes `series` series × `hours` of 15 s samples ending now directly to
+/// a Parquet store, flushing every 2 h of data as the head would.
+fn fill(series: usize, hours: i64) -> Filled {
     let dir = tempfile::tempdir().expect("temp dir");
     let opts = MetricsOptions {
         head_flush_ms: i64::MAX,
@@ -234,10 +249,54 @@ fn disk(series: usize, hours: i64) {
             store.flush_head(true).expect("flush");
         }
     }
-    store.close().expect("close");
-    let samples = steps as u64 * series as u64;
-    let bytes = dir_bytes(dir.path());
-    let stats = store.stats();
+    Filled {
+        store,
+        dir,
+        samples: steps as u64 * series as u64,
+        seconds: started.elapsed().as_secs_f64(),
+        head_rss_per_series: rss_after_first_head.saturating_sub(rss0) as f64 / series as f64,
+        end_ms: base + steps * STEP_MS,
+    }
+}
+
+/// Compressed bytes per column over every samples file under `p`, and the
+/// series tables' total, from the Parquet footers.
+fn column_bytes(p: &std::path::Path, out: &mut std::collections::BTreeMap<String, u64>) {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            column_bytes(&path, out);
+            continue;
+        }
+        let name = path.to_string_lossy().to_string();
+        if name.ends_with(".series.parquet") {
+            *out.entry("series table".into()).or_default() += e.metadata().map_or(0, |m| m.len());
+        } else if name.ends_with(".samples.parquet") {
+            let Ok(r) = std::fs::File::open(&path).map(SerializedFileReader::new) else {
+                continue;
+            };
+            let Ok(r) = r else { continue };
+            for rg in r.metadata().row_groups() {
+                for c in rg.columns() {
+                    *out.entry(c.column_path().string()).or_default() += c.compressed_size() as u64;
+                }
+            }
+        }
+    }
+}
+
+fn disk(series: usize, hours: i64) {
+    let f = fill(series, hours);
+    f.store.close().expect("close");
+    let bytes = dir_bytes(f.dir.path());
+    let mut columns = std::collections::BTreeMap::new();
+    column_bytes(f.dir.path(), &mut columns);
+    let per_sample: serde_json::Map<String, serde_json::Value> = columns
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::json!(v as f64 / f.samples as f64)))
+        .collect();
+    let stats = f.store.stats();
     println!(
         "{}",
         serde_json::json!({
@@ -245,15 +304,67 @@ fn disk(series: usize, hours: i64) {
             "series": series,
             "hours": hours,
             "scrape_interval_s": STEP_MS / 1000,
-            "samples": samples,
+            "samples": f.samples,
             "disk_bytes": bytes,
-            "bytes_per_sample": bytes as f64 / samples as f64,
+            "bytes_per_sample": bytes as f64 / f.samples as f64,
             "store_disk_bytes": stats.disk_bytes,
-            "write_seconds": started.elapsed().as_secs_f64(),
-            "write_samples_per_s": samples as f64 / started.elapsed().as_secs_f64(),
-            "head_rss_bytes_per_series_2h": (rss_after_first_head.saturating_sub(rss0)) as f64 / series as f64,
+            "write_seconds": f.seconds,
+            "write_samples_per_s": f.samples as f64 / f.seconds,
+            "head_rss_bytes_per_series_2h": f.head_rss_per_series,
+            "bytes_per_sample_by_column": per_sample,
         })
     );
+}
+
+/// PromQL range queries (24 h at a 60 s step) evaluated in-process over the
+/// Parquet store: the storage read path plus the evaluator, no HTTP.
+fn store_query(series: usize, hours: i64, runs: usize) {
+    use tern::query::promql::{range_query, QueryLimits, QueryValue};
+    let f = fill(series, hours);
+    f.store.flush_head(true).expect("flush");
+    let end = f.end_ms;
+    let start = end - hours * 3_600_000;
+    let limits = QueryLimits::default();
+    let queries = [
+        // 10 handlers × every instance: 1,000 series at 10k series.
+        (
+            "rate_1k",
+            r#"rate(http_requests_total{handler=~"/api/v1/h(1|2|3|4|5|6|7|8|9|10)"}[5m])"#,
+        ),
+        (
+            "sum_by_code_rate_3k",
+            "sum by (code) (rate(http_requests_total[5m]))",
+        ),
+    ];
+    for (name, q) in queries {
+        let mut times = Vec::new();
+        let mut result_series = 0;
+        for _ in 0..runs.max(1) {
+            let t0 = Instant::now();
+            let r = range_query(&f.store, q, start, end, 60_000, &limits, None).expect("query");
+            times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            if let QueryValue::Matrix(m) = r {
+                result_series = m.len();
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "metrics_store_query",
+                "query": name,
+                "expr": q,
+                "series": series,
+                "hours": hours,
+                "step_s": 60,
+                "result_series": result_series,
+                "runs": times.len(),
+                "p50_ms": pick(0.5),
+                "p99_ms": pick(0.99),
+            })
+        );
+    }
 }
 
 fn write_request(
@@ -584,6 +695,11 @@ fn main() {
                 })
             );
         }
+        "store-query" => store_query(
+            arg(1, "10000").parse().unwrap_or(10_000),
+            arg(2, "24").parse().unwrap_or(24),
+            arg(3, "5").parse().unwrap_or(5),
+        ),
         "query" => {
             let base = arg(1, "http://127.0.0.1:3000");
             let expr = arg(2, "sum by (code) (rate(http_requests_total[5m]))");
@@ -593,7 +709,7 @@ fn main() {
             rt.block_on(query_bench(base, expr, hours, step, runs));
         }
         other => {
-            eprintln!("unknown mode {other}: use disk, ingest, remote-write or query");
+            eprintln!("unknown mode {other}: use disk, store-query, ingest, remote-write or query");
             std::process::exit(2);
         }
     }
