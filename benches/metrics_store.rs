@@ -322,6 +322,7 @@ fn store_query(series: usize, hours: i64, runs: usize) {
     use tern::query::promql::{range_query, QueryLimits, QueryValue};
     let f = fill(series, hours);
     f.store.flush_head(true).expect("flush");
+    eprintln!("filled {} samples; querying", f.samples);
     let end = f.end_ms;
     let start = end - hours * 3_600_000;
     let limits = QueryLimits::default();

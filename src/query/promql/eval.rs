@@ -354,11 +354,7 @@ impl Ctx<'_> {
                 let range = ms.range.as_millis() as i64;
                 let ends: Vec<i64> = (0..g.n).map(|i| at.unwrap_or(g.ts(i)) - off).collect();
                 let (lo, hi) = min_max(&ends);
-                let mut series = self.fetch(&ms.vs, lo - range + 1, hi)?;
-                for s in &mut series {
-                    s.samples.retain(|x| !is_stale(x.v));
-                }
-                series.retain(|s| !s.samples.is_empty());
+                let series = self.fetch_with(&ms.vs, lo - range + 1, hi, true)?;
                 Ok(Val::Matrix(Windows {
                     series,
                     ends,
@@ -376,6 +372,18 @@ impl Ctx<'_> {
     /// Series matching a selector (the union of its `or` groups) with
     /// samples in `[lo, hi]`.
     pub fn fetch(&self, vs: &VectorSelector, lo: i64, hi: i64) -> Result<Vec<Series>, PromError> {
+        self.fetch_with(vs, lo, hi, false)
+    }
+
+    /// [`Ctx::fetch`], optionally without stale markers (and without series
+    /// left empty by their removal).
+    fn fetch_with(
+        &self,
+        vs: &VectorSelector,
+        lo: i64,
+        hi: i64,
+        drop_stale: bool,
+    ) -> Result<Vec<Series>, PromError> {
         let groups = selector_matchers(vs);
         let mut out: Vec<Series> = Vec::new();
         for (gi, g) in groups.iter().enumerate() {
@@ -393,12 +401,32 @@ impl Ctx<'_> {
             }
         }
         for s in &mut out {
-            // Sources promise time order and the range; enforce both cheaply.
-            if !s.samples.windows(2).all(|w| w[0].t_ms < w[1].t_ms) {
+            // Sources promise time order and the range; enforce both in one
+            // pass, which also notes stale markers.
+            let mut sorted = true;
+            let mut stale = false;
+            let mut prev = i64::MIN;
+            for x in &s.samples {
+                sorted &= x.t_ms > prev;
+                stale |= is_stale(x.v);
+                prev = x.t_ms;
+            }
+            if !sorted {
                 s.samples.sort_by_key(|x| x.t_ms);
                 s.samples.dedup_by_key(|x| x.t_ms);
             }
-            s.samples.retain(|x| x.t_ms >= lo && x.t_ms <= hi);
+            let b = s.samples.partition_point(|x| x.t_ms <= hi);
+            s.samples.truncate(b);
+            let a = s.samples.partition_point(|x| x.t_ms < lo);
+            if a > 0 {
+                s.samples.drain(..a);
+            }
+            if drop_stale && stale {
+                s.samples.retain(|x| !is_stale(x.v));
+            }
+        }
+        if drop_stale {
+            out.retain(|s| !s.samples.is_empty());
         }
         Ok(out)
     }
