@@ -4,6 +4,12 @@
 //! See ARCHITECTURE.md for the map of modules; dependencies point one way:
 //! `api` → `ingest` / `query` / `analysis` → `storage` traits → `model`.
 
+/// mimalloc for everything linking the crate (server, tests, benchmarks):
+/// ingest and queries allocate and free many short-lived buffers, which
+/// glibc's allocator serves markedly slower.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod analysis;
 pub mod api;
 pub mod app;
