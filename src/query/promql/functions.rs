@@ -600,12 +600,13 @@ fn over_windows(
     w: &Windows,
     g: Grid,
     keep_name: bool,
-    f: impl Fn(&[Sample], usize) -> Option<f64>,
+    f: impl Fn(&[Sample], usize) -> Option<f64> + Sync,
 ) -> Result<Val, PromError> {
-    over_windows_mut(ctx, w, g, keep_name, |win, i| f(win, i))
+    over_windows_prep(ctx, w, g, keep_name, |_| (), |_, win, _, i| f(win, i))
 }
 
-/// Applies `f` to every series' window at every step.
+/// Applies `f` to every series' window at every step, one series after
+/// the other (for stateful `f`).
 fn over_windows_mut(
     ctx: &Ctx<'_>,
     w: &Windows,
@@ -613,7 +614,13 @@ fn over_windows_mut(
     keep_name: bool,
     mut f: impl FnMut(&[Sample], usize) -> Option<f64>,
 ) -> Result<Val, PromError> {
-    over_windows_prep(ctx, w, g, keep_name, |_| (), |_, win, _, i| f(win, i))
+    ctx.add_samples(w.series.len() * g.n)?;
+    let mut out = Vec::with_capacity(w.series.len());
+    for s in &w.series {
+        ctx.check()?;
+        out.extend(series_windows(w, s, g, keep_name, |win, _, i| f(win, i)));
+    }
+    finish_windows(out, keep_name)
 }
 
 /// How many counter resets (a value below the one before) there are up to
@@ -632,39 +639,81 @@ fn reset_counts(s: &[Sample]) -> Vec<u32> {
         .collect()
 }
 
-/// Like [`over_windows_mut`], with `prep(series)` computed once per series
-/// and passed to `f(prep, window, index of its first sample, step)`.
+/// Series × steps above which windows are evaluated on several threads.
+const PARALLEL_WINDOWS: usize = 200_000;
+
+/// Applies `f(prep(series), window, index of its first sample, step)` to
+/// every series' window at every step; large inputs are split over the
+/// available cores.
 fn over_windows_prep<P>(
     ctx: &Ctx<'_>,
     w: &Windows,
     g: Grid,
     keep_name: bool,
-    mut prep: impl FnMut(&Series) -> P,
-    mut f: impl FnMut(&P, &[Sample], usize, usize) -> Option<f64>,
+    prep: impl Fn(&Series) -> P + Sync,
+    f: impl Fn(&P, &[Sample], usize, usize) -> Option<f64> + Sync,
 ) -> Result<Val, PromError> {
     ctx.add_samples(w.series.len() * g.n)?;
-    let mut out = Vec::with_capacity(w.series.len());
-    for s in &w.series {
-        ctx.check()?;
-        let mut any = false;
-        let mut vals: Vec<Option<f64>> = Vec::with_capacity(g.n);
+    let one = |s: &Series| {
         let p = prep(s);
-        w.each_window(s, |i, lo, win| {
-            let v = f(&p, win, lo, i);
-            any |= v.is_some();
-            vals.push(v);
+        series_windows(w, s, g, keep_name, |win, lo, i| f(&p, win, lo, i))
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let out: Vec<Sv> = if threads > 1 && w.series.len() * g.n >= PARALLEL_WINDOWS {
+        ctx.check()?;
+        let chunk = w.series.len().div_ceil(threads);
+        let parts: Vec<Vec<Sv>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = w
+                .series
+                .chunks(chunk)
+                .map(|part| scope.spawn(|| part.iter().filter_map(one).collect::<Vec<Sv>>()))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
         });
-        if any {
-            out.push(Sv {
-                labels: if keep_name {
-                    s.labels.clone()
-                } else {
-                    drop_name(&s.labels)
-                },
-                vals,
-            });
+        ctx.check()?;
+        parts.into_iter().flatten().collect()
+    } else {
+        let mut out = Vec::with_capacity(w.series.len());
+        for s in &w.series {
+            ctx.check()?;
+            out.extend(one(s));
         }
-    }
+        out
+    };
+    finish_windows(out, keep_name)
+}
+
+/// One series' values over the grid, if any step has one.
+fn series_windows(
+    w: &Windows,
+    s: &Series,
+    g: Grid,
+    keep_name: bool,
+    mut f: impl FnMut(&[Sample], usize, usize) -> Option<f64>,
+) -> Option<Sv> {
+    let mut any = false;
+    let mut vals: Vec<Option<f64>> = Vec::with_capacity(g.n);
+    w.each_window(s, |i, lo, win| {
+        let v = f(win, lo, i);
+        any |= v.is_some();
+        vals.push(v);
+    });
+    any.then(|| Sv {
+        labels: if keep_name {
+            s.labels.clone()
+        } else {
+            drop_name(&s.labels)
+        },
+        vals,
+    })
+}
+
+fn finish_windows(out: Vec<Sv>, keep_name: bool) -> Result<Val, PromError> {
     Ok(Val::Vector(if keep_name {
         out
     } else {
