@@ -90,7 +90,9 @@ pub trait FileReader: Send + Sync {
 #[derive(Default)]
 pub(super) struct State {
     pub series: Vec<SeriesEntry>,
-    pub ids: HashMap<Arc<Labels>, u32>,
+    /// Seeded per process, so clients cannot aim for collisions; much
+    /// cheaper than SipHash for label sets.
+    pub ids: HashMap<Arc<Labels>, u32, foldhash::fast::RandomState>,
     /// label name → value → series ids (ascending).
     pub postings: HashMap<String, HashMap<String, Vec<u32>>>,
     pub meta: BTreeMap<String, MetricMeta>,

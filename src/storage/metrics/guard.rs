@@ -9,7 +9,6 @@
 //! the registry is rebuilt on restart.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use parking_lot::Mutex;
 use prometheus::IntCounterVec;
@@ -28,7 +27,7 @@ pub struct SeriesLimits {
 #[derive(Default)]
 struct GuardState {
     /// Series hash → (metric name slot, last seen ms).
-    series: HashMap<u64, (u32, i64)>,
+    series: HashMap<u64, (u32, i64), foldhash::fast::RandomState>,
     /// Metric names and their active series counts.
     names: HashMap<String, u32>,
     counts: Vec<(String, usize)>,
@@ -54,11 +53,14 @@ pub struct SeriesGuard {
     rejected: Option<IntCounterVec>,
 }
 
-/// A stable hash of a label set.
+/// A hash of a label set, the same for the life of the process.
 pub fn labels_hash(labels: &Labels) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    labels.hash(&mut h);
-    h.finish()
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<foldhash::fast::FixedState> = std::sync::OnceLock::new();
+    let state = SEED.get_or_init(|| {
+        foldhash::fast::FixedState::with_seed(foldhash::fast::RandomState::default().hash_one(0u8))
+    });
+    state.hash_one(labels)
 }
 
 /// Why a new series was refused.
