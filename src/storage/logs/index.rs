@@ -359,6 +359,38 @@ impl LogIndex {
     pub fn apply_retention(&self) -> Result<usize, StorageError> {
         self.inner.apply_retention()
     }
+
+    /// Committed bytes by index component (`store`, `postings`, `positions`,
+    /// `termdict`, `fast_fields`, `fieldnorms`, `deletes`) and field (empty
+    /// for the document store and deletes), summed over every partition
+    /// and segment; for benchmarks and diagnostics.
+    pub fn space_usage(&self) -> Result<BTreeMap<(String, String), u64>, StorageError> {
+        let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let parts: Vec<Arc<Partition>> = self.inner.parts.read().values().cloned().collect();
+        for p in parts {
+            let usage = p.reader.searcher().space_usage().map_err(backend)?;
+            for seg in usage.segments() {
+                let per_field = [
+                    ("termdict", seg.termdict()),
+                    ("postings", seg.postings()),
+                    ("positions", seg.positions()),
+                    ("fast_fields", seg.fast_fields()),
+                    ("fieldnorms", seg.fieldnorms()),
+                ];
+                for (kind, fields) in per_field {
+                    for f in fields.fields() {
+                        *out.entry((kind.into(), f.field_name().into())).or_default() +=
+                            f.total().get_bytes();
+                    }
+                }
+                *out.entry(("store".into(), String::new())).or_default() +=
+                    seg.store().total().get_bytes();
+                *out.entry(("deletes".into(), String::new())).or_default() +=
+                    seg.deletes().get_bytes();
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Inner {
