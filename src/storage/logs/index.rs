@@ -8,9 +8,16 @@
 //! ranges run on the fast column, which tantivy prefers over an inverted
 //! index); `severity`, `service`, `trace_id`, `span_id`, `attributes` and
 //! `resource` are untokenized keyword fields (`path=value` pairs for
-//! attributes, see [`super::keywords`]); `body` is full text with positions;
-//! `record` is the whole record in the compact [`super::codec`] encoding,
-//! kept in a zstd-compressed document store with large blocks.
+//! attributes, see [`super::keywords`]); `body` is full text with positions.
+//! The record itself is rebuilt from three places, each piece kept once:
+//! its time from the `time` column, the part its OTLP block shares
+//! (severity, resource, scope; [`super::codec::encode_shared`]) from the
+//! dictionary-encoded `shared` bytes column, and the rest
+//! ([`super::codec::encode_row`]) from `record` in a zstd-compressed
+//! document store with large blocks.
+//!
+//! On-disk format: version 2 of the codec (indexes written with version 1,
+//! the whole record in the document store, are not readable).
 //!
 //! Durability: every `commit_interval` a background thread commits each
 //! partition written since the last commit (the commit payload holds the
@@ -36,7 +43,8 @@ use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, STORED,
+    BytesOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
+    Value, STORED,
 };
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{
@@ -89,7 +97,7 @@ impl Default for LogIndexOptions {
             writer_memory_bytes: 64 << 20,
             writer_threads: 1,
             zstd_level: 9,
-            docstore_block_bytes: 256 << 10,
+            docstore_block_bytes: 1 << 20,
         }
     }
 }
@@ -110,6 +118,7 @@ struct Fields {
     body: Field,
     attributes: Field,
     resource: Field,
+    shared: Field,
     record: Field,
 }
 
@@ -139,6 +148,7 @@ fn schema() -> (Schema, Fields) {
         body: b.add_text_field("body", text),
         attributes: b.add_text_field("attributes", keyword.clone()),
         resource: b.add_text_field("resource", keyword),
+        shared: b.add_bytes_field("shared", BytesOptions::default().set_fast()),
         record: b.add_bytes_field("record", STORED),
     };
     (b.build(), fields)
@@ -557,9 +567,15 @@ impl Inner {
         if let Some(s) = r.span_id {
             d.add_text(f.span_id, s.to_hex());
         }
-        let body = body_text(&r.body);
-        if !body.is_empty() {
-            d.add_text(f.body, body);
+        match &r.body {
+            crate::model::AnyValue::String(s) if !s.is_empty() => d.add_text(f.body, s),
+            crate::model::AnyValue::String(_) => {}
+            other => {
+                let body = body_text(other);
+                if !body.is_empty() {
+                    d.add_text(f.body, body);
+                }
+            }
         }
         for k in attribute_keywords(r) {
             d.add_text(f.attributes, k);
@@ -568,7 +584,10 @@ impl Inner {
             d.add_text(f.resource, k);
         }
         buf.clear();
-        codec::encode(r, buf);
+        codec::encode_shared(r, buf);
+        d.add_bytes(f.shared, buf.as_slice());
+        buf.clear();
+        codec::encode_row(r, buf);
         d.add_bytes(f.record, buf.as_slice());
         d
     }
@@ -823,19 +842,19 @@ impl Inner {
             page.next_cursor = Some(candidates[limit - 1].0);
         }
         candidates.truncate(limit);
+        let mut loaders: BTreeMap<(usize, SegmentOrdinal), RecordLoader> = BTreeMap::new();
         for (c, pi, addr) in candidates {
             if pi == usize::MAX {
                 page.records.push(fresh[addr.doc_id as usize].clone());
                 continue;
             }
-            let doc: TantivyDocument = searchers[pi].doc(addr).map_err(backend)?;
-            let bytes = doc
-                .get_first(self.fields.record)
-                .and_then(|v| v.as_bytes())
-                .ok_or_else(|| {
-                    StorageError::Backend("log index: document without record".into())
-                })?;
-            let record = codec::decode(bytes).map_err(backend)?;
+            let loader = match loaders.entry((pi, addr.segment_ord)) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(RecordLoader::new(
+                    searchers[pi].segment_reader(addr.segment_ord),
+                )?),
+            };
+            let record = loader.load(&searchers[pi], self.fields.record, addr)?;
             page.records.push(StoredLog { id: c.id, record });
         }
         Ok(page)
@@ -910,17 +929,17 @@ impl Inner {
             }
             let mut docs = searcher.search(&query, &DocIds).map_err(backend)?;
             docs.truncate(left);
+            let mut loader: Option<(SegmentOrdinal, RecordLoader)> = None;
             for addrs in docs.chunks(CHUNK) {
                 let mut recs = Vec::with_capacity(addrs.len());
                 for a in addrs {
-                    let doc: TantivyDocument = searcher.doc(*a).map_err(backend)?;
-                    let bytes = doc
-                        .get_first(self.fields.record)
-                        .and_then(|v| v.as_bytes())
-                        .ok_or_else(|| {
-                            StorageError::Backend("log index: document without record".into())
-                        })?;
-                    recs.push(codec::decode(bytes).map_err(backend)?);
+                    if loader.as_ref().is_none_or(|l| l.0 != a.segment_ord) {
+                        let reader = searcher.segment_reader(a.segment_ord);
+                        loader = Some((a.segment_ord, RecordLoader::new(reader)?));
+                    }
+                    if let Some((_, l)) = loader.as_mut() {
+                        recs.push(l.load(&searcher, self.fields.record, *a)?);
+                    }
                 }
                 left -= recs.len();
                 stats.rows += recs.len() as u64;
@@ -946,6 +965,63 @@ impl Inner {
                 .sum()
         }
         walk(&self.dir)
+    }
+}
+
+/// Rebuilds records of one segment from its document store row, its `time`
+/// column and its `shared` column (each distinct shared value decoded once).
+struct RecordLoader {
+    time: Column<u64>,
+    shared: Option<tantivy::columnar::BytesColumn>,
+    decoded: std::collections::HashMap<u64, codec::Shared>,
+    buf: Vec<u8>,
+}
+
+impl RecordLoader {
+    fn new(reader: &SegmentReader) -> Result<Self, StorageError> {
+        let ff = reader.fast_fields();
+        Ok(RecordLoader {
+            time: ff.u64("time").map_err(backend)?,
+            shared: ff.bytes("shared").map_err(backend)?,
+            decoded: Default::default(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn load(
+        &mut self,
+        searcher: &tantivy::Searcher,
+        record: Field,
+        addr: DocAddress,
+    ) -> Result<LogRecord, StorageError> {
+        let damaged =
+            |what: &str| StorageError::Backend(format!("log index: document without {what}"));
+        let ord = self
+            .shared
+            .as_ref()
+            .and_then(|c| c.term_ords(addr.doc_id).next())
+            .ok_or_else(|| damaged("shared part"))?;
+        let shared = match self.decoded.entry(ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.buf.clear();
+                let col = self.shared.as_ref().ok_or_else(|| damaged("shared part"))?;
+                if !col.ord_to_bytes(ord, &mut self.buf)? {
+                    return Err(damaged("shared part"));
+                }
+                e.insert(codec::decode_shared(&self.buf).map_err(backend)?)
+            }
+        };
+        let time = self
+            .time
+            .first(addr.doc_id)
+            .ok_or_else(|| damaged("time"))?;
+        let doc: TantivyDocument = searcher.doc(addr).map_err(backend)?;
+        let row = doc
+            .get_first(record)
+            .and_then(|v| v.as_bytes())
+            .ok_or_else(|| damaged("record"))?;
+        codec::decode_row(row, time, shared).map_err(backend)
     }
 }
 
