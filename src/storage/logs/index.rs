@@ -593,9 +593,22 @@ impl Inner {
     }
 
     fn write(&self, seq: u64, records: Vec<LogRecord>) -> Result<(), StorageError> {
+        // Records past the retention are not indexed: they would be deleted
+        // right away. Documents are built before taking the write lock, so
+        // the next batch is prepared while a commit round holds it.
+        let cutoff = self.retention_cutoff();
+        let mut buf = Vec::with_capacity(512);
+        let docs: Vec<Option<TantivyDocument>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (!self.expired(r.time_ns, cutoff))
+                    .then(|| self.document(record_id(seq, i), r, &mut buf))
+            })
+            .collect();
         let mut state = self.write.lock();
         let rewrite = seq <= self.replay_floor.max(state.last_written);
-        let result = self.write_locked(seq, &records, rewrite);
+        let result = self.write_locked(seq, &records, docs, rewrite);
         match &result {
             Ok(()) => state.last_written = state.last_written.max(seq),
             Err(_) => {
@@ -606,9 +619,8 @@ impl Inner {
             drop(state);
             return Err(e);
         }
-        // What the index got: records past the retention are not indexed,
-        // so they are neither searchable meanwhile nor tailed.
-        let cutoff = self.retention_cutoff();
+        // What the index got: records past the retention are neither
+        // searchable meanwhile nor tailed.
         let stored: Vec<StoredLog> = records
             .into_iter()
             .enumerate()
@@ -654,18 +666,16 @@ impl Inner {
         &self,
         seq: u64,
         records: &[LogRecord],
+        docs: Vec<Option<TantivyDocument>>,
         rewrite: bool,
     ) -> Result<(), StorageError> {
-        let cutoff = self.retention_cutoff();
-        let mut buf = Vec::with_capacity(512);
         // Partitions (by start) where this seq's earlier copy was deleted.
         let mut replaced: Vec<u64> = Vec::new();
-        for (i, r) in records.iter().enumerate() {
-            if self.expired(r.time_ns, cutoff) {
-                // Older than the retention: it would be deleted right away.
-                continue;
-            }
-            let mut doc = Some(self.document(record_id(seq, i), r, &mut buf));
+        for (r, doc) in records.iter().zip(docs) {
+            let mut doc = match doc {
+                Some(d) => Some(d),
+                None => continue,
+            };
             // The writer can be closed meanwhile (writer limit, retention):
             // the second attempt reopens it.
             let mut added = false;
