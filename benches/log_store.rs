@@ -328,6 +328,19 @@ fn main() {
         let (p50, p99) = (percentile(&mut ms, 0.5), percentile(&mut ms, 0.99));
         serde_json::json!({"query": q, "matches": total, "p50_ms": p50, "p99_ms": p99})
     };
+    // Bytes per line by component and field, largest first.
+    let mut usage: Vec<((String, String), u64)> =
+        store.space_usage().unwrap().into_iter().collect();
+    usage.sort_by_key(|u| std::cmp::Reverse(u.1));
+    let mut by_kind: std::collections::BTreeMap<String, f64> = Default::default();
+    for ((kind, _), b) in &usage {
+        *by_kind.entry(kind.clone()).or_default() += *b as f64 / lines as f64;
+    }
+    let by_field: Vec<String> = usage
+        .iter()
+        .filter(|u| u.1 > 0)
+        .map(|((kind, field), b)| format!("{kind}/{field} {:.2}", *b as f64 / lines as f64))
+        .collect();
     let rare = measure("zebracorn");
     let common = measure("completed");
     let phrase = measure("\"connection reset\" AND service:payment");
@@ -351,6 +364,8 @@ fn main() {
             "ingest_committed_lines_per_s": lines as f64 / stored_secs,
             "disk_bytes": disk,
             "disk_bytes_per_line": disk as f64 / lines as f64,
+            "bytes_per_line_by_component": by_kind,
+            "bytes_per_line_by_field": by_field,
             "search_rare": rare,
             "search_common": common,
             "search_phrase_and_field": phrase,

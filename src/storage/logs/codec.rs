@@ -1,15 +1,27 @@
-//! The compact binary encoding of a log record, stored once per record in
-//! the index's document store (which compresses it with zstd).
+//! The compact binary encoding of a log record, split in two parts so that
+//! the index stores each piece of a record once and where it costs least:
 //!
-//! Layout (version 1): varints for integers, length-prefixed bytes for
-//! strings, a tag byte per value. Decoding checks every length and nests at
-//! most [`MAX_DEPTH`] levels, so a damaged document is an error, not a panic.
+//! - the *shared* part ([`encode_shared`]): severity number and text,
+//!   resource and scope. Records of one OTLP block share it, so the index
+//!   keeps it in a dictionary-encoded fast column: each distinct value once
+//!   per segment, a few bits per record.
+//! - the *row* ([`encode_row`]): everything else except the time, which the
+//!   index already keeps in its `time` fast column. It goes to the zstd
+//!   document store.
+//!
+//! Layout (version 2; version 1 kept the whole record, time included, in
+//! the row): varints for integers, the observed time as a zigzag delta from
+//! the time, length-prefixed bytes for strings, a tag byte per value.
+//! Decoding checks every length and nests at most [`MAX_DEPTH`] levels, so a
+//! damaged document is an error, not a panic.
 
 use std::sync::Arc;
 
-use crate::model::{AnyValue, LogRecord, Resource, Scope, SpanId, TraceId};
+use crate::model::{
+    AnyValue, LogRecord, Resource, Scope, SharedResource, SharedScope, SpanId, TraceId,
+};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 /// Deepest value nesting the decoder accepts.
 pub const MAX_DEPTH: usize = 128;
 
@@ -17,19 +29,20 @@ pub const MAX_DEPTH: usize = 128;
 #[error("damaged log record encoding: {0}")]
 pub struct CodecError(&'static str);
 
-pub fn encode(r: &LogRecord, out: &mut Vec<u8>) {
+/// The decoded shared part of records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shared {
+    pub severity_number: i32,
+    pub severity_text: String,
+    pub resource: SharedResource,
+    pub scope: SharedScope,
+}
+
+/// Encodes the part a record shares with the other records of its block.
+pub fn encode_shared(r: &LogRecord, out: &mut Vec<u8>) {
     out.push(VERSION);
-    varint(out, r.time_ns);
-    varint(out, r.observed_time_ns);
     varint(out, zigzag(r.severity_number as i64));
     string(out, &r.severity_text);
-    value(out, &r.body);
-    attrs(out, &r.attributes);
-    varint(out, r.dropped_attributes_count as u64);
-    varint(out, r.flags as u64);
-    bytes(out, r.trace_id.as_ref().map_or(&[][..], |t| t.as_bytes()));
-    bytes(out, r.span_id.as_ref().map_or(&[][..], |s| s.as_bytes()));
-    string(out, &r.event_name);
     attrs(out, &r.resource.attributes);
     varint(out, r.resource.dropped_attributes_count as u64);
     string(out, &r.resource.schema_url);
@@ -40,22 +53,13 @@ pub fn encode(r: &LogRecord, out: &mut Vec<u8>) {
     string(out, &r.scope.schema_url);
 }
 
-pub fn decode(buf: &[u8]) -> Result<LogRecord, CodecError> {
+pub fn decode_shared(buf: &[u8]) -> Result<Shared, CodecError> {
     let mut d = Decoder { buf, pos: 0 };
     if d.byte()? != VERSION {
         return Err(CodecError("unknown version"));
     }
-    let time_ns = d.varint()?;
-    let observed_time_ns = d.varint()?;
     let severity_number = unzigzag(d.varint()?) as i32;
     let severity_text = d.string()?;
-    let body = d.value(0)?;
-    let attributes = d.attrs(0)?;
-    let dropped_attributes_count = d.varint()? as u32;
-    let flags = d.varint()? as u32;
-    let trace_id = TraceId::from_optional_bytes(d.bytes()?).map_err(|_| CodecError("trace id"))?;
-    let span_id = SpanId::from_optional_bytes(d.bytes()?).map_err(|_| CodecError("span id"))?;
-    let event_name = d.string()?;
     let resource = Resource {
         attributes: d.attrs(0)?,
         dropped_attributes_count: d.varint()? as u32,
@@ -68,13 +72,53 @@ pub fn decode(buf: &[u8]) -> Result<LogRecord, CodecError> {
         dropped_attributes_count: d.varint()? as u32,
         schema_url: d.string()?,
     };
-    Ok(LogRecord {
-        resource: Arc::new(resource),
-        scope: Arc::new(scope),
-        time_ns,
-        observed_time_ns,
+    d.end()?;
+    Ok(Shared {
         severity_number,
         severity_text,
+        resource: Arc::new(resource),
+        scope: Arc::new(scope),
+    })
+}
+
+/// Encodes the rest of a record, without its time.
+pub fn encode_row(r: &LogRecord, out: &mut Vec<u8>) {
+    out.push(VERSION);
+    varint(
+        out,
+        zigzag(r.observed_time_ns.wrapping_sub(r.time_ns) as i64),
+    );
+    varint(out, r.flags as u64);
+    varint(out, r.dropped_attributes_count as u64);
+    bytes(out, r.trace_id.as_ref().map_or(&[][..], |t| t.as_bytes()));
+    bytes(out, r.span_id.as_ref().map_or(&[][..], |s| s.as_bytes()));
+    string(out, &r.event_name);
+    attrs(out, &r.attributes);
+    value(out, &r.body);
+}
+
+/// The record of a row, its time and its shared part.
+pub fn decode_row(buf: &[u8], time_ns: u64, shared: &Shared) -> Result<LogRecord, CodecError> {
+    let mut d = Decoder { buf, pos: 0 };
+    if d.byte()? != VERSION {
+        return Err(CodecError("unknown version"));
+    }
+    let observed_time_ns = time_ns.wrapping_add(unzigzag(d.varint()?) as u64);
+    let flags = d.varint()? as u32;
+    let dropped_attributes_count = d.varint()? as u32;
+    let trace_id = TraceId::from_optional_bytes(d.bytes()?).map_err(|_| CodecError("trace id"))?;
+    let span_id = SpanId::from_optional_bytes(d.bytes()?).map_err(|_| CodecError("span id"))?;
+    let event_name = d.string()?;
+    let attributes = d.attrs(0)?;
+    let body = d.value(0)?;
+    d.end()?;
+    Ok(LogRecord {
+        resource: shared.resource.clone(),
+        scope: shared.scope.clone(),
+        time_ns,
+        observed_time_ns,
+        severity_number: shared.severity_number,
+        severity_text: shared.severity_text.clone(),
         body,
         attributes,
         dropped_attributes_count,
@@ -158,6 +202,14 @@ struct Decoder<'a> {
 }
 
 impl<'a> Decoder<'a> {
+    fn end(&self) -> Result<(), CodecError> {
+        if self.pos == self.buf.len() {
+            Ok(())
+        } else {
+            Err(CodecError("trailing bytes"))
+        }
+    }
+
     fn byte(&mut self) -> Result<u8, CodecError> {
         let b = *self.buf.get(self.pos).ok_or(CodecError("truncated"))?;
         self.pos += 1;
@@ -266,32 +318,77 @@ mod tests {
         })
     }
 
+    fn round_trip(r: &LogRecord) -> (Vec<u8>, Vec<u8>) {
+        let (mut row, mut shared) = (Vec::new(), Vec::new());
+        encode_row(r, &mut row);
+        encode_shared(r, &mut shared);
+        let s = decode_shared(&shared).unwrap();
+        assert_eq!(&decode_row(&row, r.time_ns, &s).unwrap(), r);
+        (row, shared)
+    }
+
     proptest! {
         #[test]
-        fn round_trip(body in any_value(), attr in any_value(), t in any::<u64>(), sev in -3i32..30, text in any::<String>()) {
+        fn round_trips(body in any_value(), attr in any_value(), t in any::<u64>(), observed in any::<u64>(), sev in -3i32..30, text in any::<String>(), res in any_value()) {
             let mut r = crate::storage::suite::log(t, "svc", "x", Some(3));
             r.body = body;
             r.attributes = vec![("k".into(), attr)];
+            r.observed_time_ns = observed;
             r.severity_number = sev;
             r.severity_text = text;
             r.span_id = Some(SpanId([9; 8]));
-            let mut buf = Vec::new();
-            encode(&r, &mut buf);
-            prop_assert_eq!(decode(&buf).unwrap(), r);
+            let mut resource = (*r.resource).clone();
+            resource.attributes.push(("r".into(), res));
+            r.resource = Arc::new(resource);
+            let (row, shared) = round_trip(&r);
             // Every truncation is an error, never a panic.
-            for n in 0..buf.len() {
-                prop_assert!(decode(&buf[..n]).is_err());
+            let s = decode_shared(&shared).unwrap();
+            for n in 0..row.len() {
+                prop_assert!(decode_row(&row[..n], t, &s).is_err());
+            }
+            for n in 0..shared.len() {
+                prop_assert!(decode_shared(&shared[..n]).is_err());
             }
         }
     }
 
     #[test]
+    fn the_row_holds_neither_time_nor_shared_parts() {
+        let mut r =
+            crate::storage::suite::log(1_700_000_000_123_456_789, "checkout", "hello", None);
+        r.observed_time_ns = r.time_ns + 500;
+        r.severity_text = "SEVERE-TEXT".into();
+        let (row, shared) = round_trip(&r);
+        // version, observed delta (1000 zigzagged: 2 bytes), flags, dropped,
+        // two empty ids, empty event name, attribute count, then the body.
+        assert_eq!(&row[..5], &[VERSION, 0xe8, 0x07, 0, 0]);
+        let text = String::from_utf8_lossy(&row);
+        assert!(!text.contains("checkout") && !text.contains("SEVERE"));
+        let text = String::from_utf8_lossy(&shared);
+        assert!(text.contains("checkout") && text.contains("SEVERE-TEXT"));
+        // Trailing garbage is damage, not ignored.
+        let mut long = row.clone();
+        long.push(0);
+        let s = decode_shared(&shared).unwrap();
+        assert_eq!(
+            decode_row(&long, r.time_ns, &s),
+            Err(CodecError("trailing bytes"))
+        );
+    }
+
+    #[test]
     fn deep_nesting_is_refused() {
-        let mut buf = vec![VERSION, 0, 0, 0, 0];
-        buf.extend(std::iter::repeat_n(7u8, 1).chain(std::iter::repeat_n(1u8, 1)));
+        let r = crate::storage::suite::log(5, "svc", "x", None);
+        let mut shared = Vec::new();
+        encode_shared(&r, &mut shared);
+        let s = decode_shared(&shared).unwrap();
+        // version, observed delta, flags, dropped, ids, event name, no
+        // attributes, then a body of arrays of one array each.
+        let mut buf = vec![VERSION, 0, 0, 0, 0, 0, 0, 0];
         for _ in 0..200 {
             buf.extend([7, 1]);
         }
-        assert_eq!(decode(&buf), Err(CodecError("nesting too deep")));
+        buf.push(0);
+        assert_eq!(decode_row(&buf, 5, &s), Err(CodecError("nesting too deep")));
     }
 }

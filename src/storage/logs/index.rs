@@ -8,9 +8,16 @@
 //! ranges run on the fast column, which tantivy prefers over an inverted
 //! index); `severity`, `service`, `trace_id`, `span_id`, `attributes` and
 //! `resource` are untokenized keyword fields (`path=value` pairs for
-//! attributes, see [`super::keywords`]); `body` is full text with positions;
-//! `record` is the whole record in the compact [`super::codec`] encoding,
-//! kept in a zstd-compressed document store with large blocks.
+//! attributes, see [`super::keywords`]); `body` is full text with positions.
+//! The record itself is rebuilt from three places, each piece kept once:
+//! its time from the `time` column, the part its OTLP block shares
+//! (severity, resource, scope; [`super::codec::encode_shared`]) from the
+//! dictionary-encoded `shared` bytes column, and the rest
+//! ([`super::codec::encode_row`]) from `record` in a zstd-compressed
+//! document store with large blocks.
+//!
+//! On-disk format: version 2 of the codec (indexes written with version 1,
+//! the whole record in the document store, are not readable).
 //!
 //! Durability: every `commit_interval` a background thread commits each
 //! partition written since the last commit (the commit payload holds the
@@ -36,7 +43,8 @@ use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, STORED,
+    BytesOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
+    Value, STORED,
 };
 use tantivy::store::{Compressor, ZstdCompressor};
 use tantivy::{
@@ -89,7 +97,7 @@ impl Default for LogIndexOptions {
             writer_memory_bytes: 64 << 20,
             writer_threads: 1,
             zstd_level: 9,
-            docstore_block_bytes: 256 << 10,
+            docstore_block_bytes: 1 << 20,
         }
     }
 }
@@ -110,6 +118,7 @@ struct Fields {
     body: Field,
     attributes: Field,
     resource: Field,
+    shared: Field,
     record: Field,
 }
 
@@ -139,6 +148,7 @@ fn schema() -> (Schema, Fields) {
         body: b.add_text_field("body", text),
         attributes: b.add_text_field("attributes", keyword.clone()),
         resource: b.add_text_field("resource", keyword),
+        shared: b.add_bytes_field("shared", BytesOptions::default().set_fast()),
         record: b.add_bytes_field("record", STORED),
     };
     (b.build(), fields)
@@ -359,6 +369,38 @@ impl LogIndex {
     pub fn apply_retention(&self) -> Result<usize, StorageError> {
         self.inner.apply_retention()
     }
+
+    /// Committed bytes by index component (`store`, `postings`, `positions`,
+    /// `termdict`, `fast_fields`, `fieldnorms`, `deletes`) and field (empty
+    /// for the document store and deletes), summed over every partition
+    /// and segment; for benchmarks and diagnostics.
+    pub fn space_usage(&self) -> Result<BTreeMap<(String, String), u64>, StorageError> {
+        let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
+        let parts: Vec<Arc<Partition>> = self.inner.parts.read().values().cloned().collect();
+        for p in parts {
+            let usage = p.reader.searcher().space_usage().map_err(backend)?;
+            for seg in usage.segments() {
+                let per_field = [
+                    ("termdict", seg.termdict()),
+                    ("postings", seg.postings()),
+                    ("positions", seg.positions()),
+                    ("fast_fields", seg.fast_fields()),
+                    ("fieldnorms", seg.fieldnorms()),
+                ];
+                for (kind, fields) in per_field {
+                    for f in fields.fields() {
+                        *out.entry((kind.into(), f.field_name().into())).or_default() +=
+                            f.total().get_bytes();
+                    }
+                }
+                *out.entry(("store".into(), String::new())).or_default() +=
+                    seg.store().total().get_bytes();
+                *out.entry(("deletes".into(), String::new())).or_default() +=
+                    seg.deletes().get_bytes();
+            }
+        }
+        Ok(out)
+    }
 }
 
 impl Inner {
@@ -525,9 +567,15 @@ impl Inner {
         if let Some(s) = r.span_id {
             d.add_text(f.span_id, s.to_hex());
         }
-        let body = body_text(&r.body);
-        if !body.is_empty() {
-            d.add_text(f.body, body);
+        match &r.body {
+            crate::model::AnyValue::String(s) if !s.is_empty() => d.add_text(f.body, s),
+            crate::model::AnyValue::String(_) => {}
+            other => {
+                let body = body_text(other);
+                if !body.is_empty() {
+                    d.add_text(f.body, body);
+                }
+            }
         }
         for k in attribute_keywords(r) {
             d.add_text(f.attributes, k);
@@ -536,15 +584,31 @@ impl Inner {
             d.add_text(f.resource, k);
         }
         buf.clear();
-        codec::encode(r, buf);
+        codec::encode_shared(r, buf);
+        d.add_bytes(f.shared, buf.as_slice());
+        buf.clear();
+        codec::encode_row(r, buf);
         d.add_bytes(f.record, buf.as_slice());
         d
     }
 
     fn write(&self, seq: u64, records: Vec<LogRecord>) -> Result<(), StorageError> {
+        // Records past the retention are not indexed: they would be deleted
+        // right away. Documents are built before taking the write lock, so
+        // the next batch is prepared while a commit round holds it.
+        let cutoff = self.retention_cutoff();
+        let mut buf = Vec::with_capacity(512);
+        let docs: Vec<Option<TantivyDocument>> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (!self.expired(r.time_ns, cutoff))
+                    .then(|| self.document(record_id(seq, i), r, &mut buf))
+            })
+            .collect();
         let mut state = self.write.lock();
         let rewrite = seq <= self.replay_floor.max(state.last_written);
-        let result = self.write_locked(seq, &records, rewrite);
+        let result = self.write_locked(seq, &records, docs, rewrite);
         match &result {
             Ok(()) => state.last_written = state.last_written.max(seq),
             Err(_) => {
@@ -555,9 +619,8 @@ impl Inner {
             drop(state);
             return Err(e);
         }
-        // What the index got: records past the retention are not indexed,
-        // so they are neither searchable meanwhile nor tailed.
-        let cutoff = self.retention_cutoff();
+        // What the index got: records past the retention are neither
+        // searchable meanwhile nor tailed.
         let stored: Vec<StoredLog> = records
             .into_iter()
             .enumerate()
@@ -603,18 +666,16 @@ impl Inner {
         &self,
         seq: u64,
         records: &[LogRecord],
+        docs: Vec<Option<TantivyDocument>>,
         rewrite: bool,
     ) -> Result<(), StorageError> {
-        let cutoff = self.retention_cutoff();
-        let mut buf = Vec::with_capacity(512);
         // Partitions (by start) where this seq's earlier copy was deleted.
         let mut replaced: Vec<u64> = Vec::new();
-        for (i, r) in records.iter().enumerate() {
-            if self.expired(r.time_ns, cutoff) {
-                // Older than the retention: it would be deleted right away.
-                continue;
-            }
-            let mut doc = Some(self.document(record_id(seq, i), r, &mut buf));
+        for (r, doc) in records.iter().zip(docs) {
+            let mut doc = match doc {
+                Some(d) => Some(d),
+                None => continue,
+            };
             // The writer can be closed meanwhile (writer limit, retention):
             // the second attempt reopens it.
             let mut added = false;
@@ -791,19 +852,19 @@ impl Inner {
             page.next_cursor = Some(candidates[limit - 1].0);
         }
         candidates.truncate(limit);
+        let mut loaders: BTreeMap<(usize, SegmentOrdinal), RecordLoader> = BTreeMap::new();
         for (c, pi, addr) in candidates {
             if pi == usize::MAX {
                 page.records.push(fresh[addr.doc_id as usize].clone());
                 continue;
             }
-            let doc: TantivyDocument = searchers[pi].doc(addr).map_err(backend)?;
-            let bytes = doc
-                .get_first(self.fields.record)
-                .and_then(|v| v.as_bytes())
-                .ok_or_else(|| {
-                    StorageError::Backend("log index: document without record".into())
-                })?;
-            let record = codec::decode(bytes).map_err(backend)?;
+            let loader = match loaders.entry((pi, addr.segment_ord)) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => e.insert(RecordLoader::new(
+                    searchers[pi].segment_reader(addr.segment_ord),
+                )?),
+            };
+            let record = loader.load(&searchers[pi], self.fields.record, addr)?;
             page.records.push(StoredLog { id: c.id, record });
         }
         Ok(page)
@@ -878,17 +939,17 @@ impl Inner {
             }
             let mut docs = searcher.search(&query, &DocIds).map_err(backend)?;
             docs.truncate(left);
+            let mut loader: Option<(SegmentOrdinal, RecordLoader)> = None;
             for addrs in docs.chunks(CHUNK) {
                 let mut recs = Vec::with_capacity(addrs.len());
                 for a in addrs {
-                    let doc: TantivyDocument = searcher.doc(*a).map_err(backend)?;
-                    let bytes = doc
-                        .get_first(self.fields.record)
-                        .and_then(|v| v.as_bytes())
-                        .ok_or_else(|| {
-                            StorageError::Backend("log index: document without record".into())
-                        })?;
-                    recs.push(codec::decode(bytes).map_err(backend)?);
+                    if loader.as_ref().is_none_or(|l| l.0 != a.segment_ord) {
+                        let reader = searcher.segment_reader(a.segment_ord);
+                        loader = Some((a.segment_ord, RecordLoader::new(reader)?));
+                    }
+                    if let Some((_, l)) = loader.as_mut() {
+                        recs.push(l.load(&searcher, self.fields.record, *a)?);
+                    }
                 }
                 left -= recs.len();
                 stats.rows += recs.len() as u64;
@@ -914,6 +975,63 @@ impl Inner {
                 .sum()
         }
         walk(&self.dir)
+    }
+}
+
+/// Rebuilds records of one segment from its document store row, its `time`
+/// column and its `shared` column (each distinct shared value decoded once).
+struct RecordLoader {
+    time: Column<u64>,
+    shared: Option<tantivy::columnar::BytesColumn>,
+    decoded: std::collections::HashMap<u64, codec::Shared>,
+    buf: Vec<u8>,
+}
+
+impl RecordLoader {
+    fn new(reader: &SegmentReader) -> Result<Self, StorageError> {
+        let ff = reader.fast_fields();
+        Ok(RecordLoader {
+            time: ff.u64("time").map_err(backend)?,
+            shared: ff.bytes("shared").map_err(backend)?,
+            decoded: Default::default(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn load(
+        &mut self,
+        searcher: &tantivy::Searcher,
+        record: Field,
+        addr: DocAddress,
+    ) -> Result<LogRecord, StorageError> {
+        let damaged =
+            |what: &str| StorageError::Backend(format!("log index: document without {what}"));
+        let ord = self
+            .shared
+            .as_ref()
+            .and_then(|c| c.term_ords(addr.doc_id).next())
+            .ok_or_else(|| damaged("shared part"))?;
+        let shared = match self.decoded.entry(ord) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.buf.clear();
+                let col = self.shared.as_ref().ok_or_else(|| damaged("shared part"))?;
+                if !col.ord_to_bytes(ord, &mut self.buf)? {
+                    return Err(damaged("shared part"));
+                }
+                e.insert(codec::decode_shared(&self.buf).map_err(backend)?)
+            }
+        };
+        let time = self
+            .time
+            .first(addr.doc_id)
+            .ok_or_else(|| damaged("time"))?;
+        let doc: TantivyDocument = searcher.doc(addr).map_err(backend)?;
+        let row = doc
+            .get_first(record)
+            .and_then(|v| v.as_bytes())
+            .ok_or_else(|| damaged("record"))?;
+        codec::decode_row(row, time, shared).map_err(backend)
     }
 }
 
