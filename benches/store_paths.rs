@@ -94,16 +94,11 @@ fn trace_codec(c: &mut Criterion) {
     let spans = spans();
     let mut g = c.benchmark_group("trace_codec");
     g.throughput(Throughput::Elements(spans.len() as u64));
-    g.bench_function("span_key_and_index_keys_512", |b| {
+    g.bench_function("span_key_and_row_key_512", |b| {
         b.iter(|| {
             for s in &spans {
                 black_box(codec::span_key(&s.trace_id, &s.span_id));
-                black_box(codec::index_key(
-                    b"Scheckout\0",
-                    s.start_time_ns,
-                    &s.trace_id,
-                    &s.span_id,
-                ));
+                black_box(codec::row_key(s.start_time_ns, &s.trace_id, &s.span_id));
             }
         })
     });

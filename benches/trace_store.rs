@@ -8,7 +8,8 @@
 //! - `store_load`: spans written directly into a `RocksTraceStore` with a
 //!   realistic mix (10 services, 50 operations, trees of 4–40 spans, 5–15
 //!   attributes with some high-cardinality values), then flushed and
-//!   compacted: stored bytes per span from the data directory size.
+//!   compacted: stored bytes per span from the data directory size, and
+//!   SST bytes per span of each column family.
 //! - `trace_by_id`: p50/p99 latency of reading whole traces.
 //! - `search`: p50/p99 latency of a service + minimum duration search
 //!   (limit 20, last hour).
@@ -456,6 +457,14 @@ fn store_bench(total: u64, queries: u64) {
     let load = started.elapsed();
     store.compact_all().unwrap();
     let bytes = dir_bytes(&opts.path);
+    let per_cf: serde_json::Map<String, serde_json::Value> = store
+        .column_family_sizes()
+        .into_iter()
+        .map(|(name, b)| {
+            let per_span = (b as f64 / written as f64 * 10.0).round() / 10.0;
+            (name.to_string(), serde_json::json!(per_span))
+        })
+        .collect();
     println!(
         "{}",
         serde_json::json!({
@@ -465,6 +474,7 @@ fn store_bench(total: u64, queries: u64) {
             "load_spans_per_sec": (written as f64 / load.as_secs_f64()).round(),
             "disk_bytes": bytes,
             "bytes_per_span": (bytes as f64 / written as f64 * 10.0).round() / 10.0,
+            "sst_bytes_per_span_by_column_family": per_cf,
         })
     );
 

@@ -9,8 +9,10 @@
 //! The start time leads so that the retention filter reads it without
 //! decoding; the head (through the scope id) is decodable on its own.
 //!
-//! Index keys end in `start_ns u64 BE | trace id | span id` (32 bytes), so
-//! the time and ids are read from the end whatever the prefix holds.
+//! Search rows (one per trace and batch, split when spans start
+//! [`ROW_SPREAD_NS`] apart) are keyed `first start u64 BE | trace id |
+//! first span id` and hold a Bloom filter of the spans' attributes and
+//! compact span heads ([`encode_row`]).
 
 use std::sync::Arc;
 
@@ -489,63 +491,163 @@ pub fn decode_agg(b: &[u8]) -> Result<Agg, CodecError> {
     })
 }
 
-/// Index key prefixes (first byte of keys in the index column family).
-pub mod prefix {
-    /// `S service 0 | suffix` → duration, kind, error.
-    pub const SERVICE: u8 = b'S';
-    /// `O service 0 operation 0 | suffix` → duration, kind, error.
-    pub const OPERATION: u8 = b'O';
-    /// `A key 0 value 0 | suffix` (span attributes) → duration, kind, error.
-    pub const ATTRIBUTE: u8 = b'A';
-    /// `T | suffix` → duration, kind, error.
-    pub const TIME: u8 = b'T';
+/// Longest gap between the first and any other span start of one search
+/// row: a row keyed at `t` holds spans starting in `[t, t + ROW_SPREAD_NS)`.
+pub const ROW_SPREAD_NS: u64 = 10_000_000_000;
+
+/// Length of a search row key: `first start u64 BE | trace id | first span id`.
+pub const ROW_KEY_LEN: usize = 8 + 16 + 8;
+
+/// Key of a search row: the start of its first (earliest) span, the trace,
+/// and the first span's id (unique within the trace, so two rows of one
+/// trace never collide).
+pub fn row_key(start_ns: u64, trace: &TraceId, first: &SpanId) -> [u8; ROW_KEY_LEN] {
+    let mut k = [0u8; ROW_KEY_LEN];
+    k[..8].copy_from_slice(&start_ns.to_be_bytes());
+    k[8..24].copy_from_slice(&trace.0);
+    k[24..].copy_from_slice(&first.0);
+    k
 }
 
-/// Length of the `start | trace | span` suffix of index keys.
-pub const SUFFIX_LEN: usize = 8 + 16 + 8;
-
-/// An index key prefix: the tag byte, then each part followed by a 0 byte.
-pub fn index_prefix(tag: u8, parts: &[&str]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
-    k.push(tag);
-    for p in parts {
-        k.extend_from_slice(p.as_bytes());
-        k.push(0);
+/// Reads a search row key back.
+pub fn parse_row_key(k: &[u8]) -> Option<(u64, TraceId)> {
+    if k.len() != ROW_KEY_LEN {
+        return None;
     }
-    k
+    let start = u64::from_be_bytes(k[..8].try_into().ok()?);
+    Some((start, TraceId(k[8..24].try_into().ok()?)))
 }
 
-/// Appends the `start | trace | span` suffix.
-pub fn index_key(prefix: &[u8], start_ns: u64, trace: &TraceId, span: &SpanId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + SUFFIX_LEN);
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(&start_ns.to_be_bytes());
-    k.extend_from_slice(&trace.0);
-    k.extend_from_slice(&span.0);
-    k
+/// One span in a search row: everything a search filter or a span head
+/// needs except span attributes, which the row's Bloom filter stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSpan {
+    pub span_id: SpanId,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// Interned span name.
+    pub name_id: u64,
+    /// Interned resource (which gives the service and resource attributes).
+    pub resource_id: u64,
+    pub kind: SpanKind,
+    pub error: bool,
 }
 
-/// Reads the `start | trace | span` suffix of an index key.
-pub fn index_suffix(key: &[u8]) -> Option<(u64, TraceId, SpanId)> {
-    let s = key.len().checked_sub(SUFFIX_LEN).map(|i| &key[i..])?;
-    let start = u64::from_be_bytes(s[..8].try_into().ok()?);
-    let trace = TraceId(s[8..24].try_into().ok()?);
-    let span = SpanId(s[24..].try_into().ok()?);
-    Some((start, trace, span))
+/// Bits per distinct attribute in a row's Bloom filter (about 1 % false
+/// positives with [`BLOOM_PROBES`] probes).
+const BLOOM_BITS_PER_ITEM: usize = 10;
+const BLOOM_PROBES: u64 = 6;
+
+/// The hash of an attribute `key=value` (value in its [`attr_text`] form)
+/// used by row Bloom filters: FNV-1a 64 with a final avalanche, fixed
+/// forever because it is on disk.
+///
+/// [`attr_text`]: super::types::attr_text
+pub fn attr_hash(key: &str, value: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    for &b in key.as_bytes() {
+        eat(b);
+    }
+    eat(0xff);
+    for &b in value.as_bytes() {
+        eat(b);
+    }
+    // splitmix64 finaliser.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
-/// The value of an index entry: duration, kind and error flag.
-pub fn index_value(duration_ns: u64, kind: SpanKind, error: bool) -> Vec<u8> {
-    let mut v = Vec::with_capacity(10);
-    v.push(kind.as_i32() as u8 | if error { 0x80 } else { 0 });
-    put_varint(&mut v, duration_ns);
-    v
+fn bloom_bits(hash: u64, m: u64) -> impl Iterator<Item = u64> {
+    let (h1, h2) = (hash & 0xffff_ffff, (hash >> 32) | 1);
+    (0..BLOOM_PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % m)
 }
 
-pub fn decode_index_value(b: &[u8]) -> Result<(u64, SpanKind, bool), CodecError> {
+/// A Bloom filter over attribute hashes.
+pub fn bloom(hashes: &[u64]) -> Vec<u8> {
+    let mut distinct = hashes.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.is_empty() {
+        return Vec::new();
+    }
+    let bytes = (distinct.len() * BLOOM_BITS_PER_ITEM).div_ceil(8);
+    let mut f = vec![0u8; bytes];
+    let m = (bytes * 8) as u64;
+    for h in distinct {
+        for bit in bloom_bits(h, m) {
+            f[(bit / 8) as usize] |= 1 << (bit % 8);
+        }
+    }
+    f
+}
+
+/// Whether a Bloom filter may hold `hash` (never false for one it holds).
+pub fn bloom_may_contain(filter: &[u8], hash: u64) -> bool {
+    if filter.is_empty() {
+        return false;
+    }
+    let m = (filter.len() * 8) as u64;
+    bloom_bits(hash, m).all(|bit| filter[(bit / 8) as usize] & (1 << (bit % 8)) != 0)
+}
+
+/// Encodes a search row: `bloom length | bloom | span count`, then per
+/// span, in start order, `span id 8 B | start − previous start | duration |
+/// name id | resource id | kind (low 7 bits) + error (high bit)` (varints).
+/// `spans` must be sorted by start and start at or after `first_start`.
+pub fn encode_row(first_start: u64, spans: &[RowSpan], bloom: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bloom.len() + 4 + spans.len() * 20);
+    put_bytes(&mut out, bloom);
+    put_varint(&mut out, spans.len() as u64);
+    let mut prev = first_start;
+    for s in spans {
+        out.extend_from_slice(&s.span_id.0);
+        put_varint(&mut out, s.start_ns.wrapping_sub(prev));
+        prev = s.start_ns;
+        put_varint(&mut out, s.duration_ns);
+        put_varint(&mut out, s.name_id);
+        put_varint(&mut out, s.resource_id);
+        out.push(s.kind.as_i32() as u8 | if s.error { 0x80 } else { 0 });
+    }
+    out
+}
+
+/// Decodes a search row into its Bloom filter and spans.
+pub fn decode_row(first_start: u64, b: &[u8]) -> Result<(&[u8], Vec<RowSpan>), CodecError> {
     let mut r = Reader::new(b);
-    let flags = r.u8()?;
-    Ok((r.varint()?, kind_from_u8(flags & 0x7f), flags & 0x80 != 0))
+    let bloom = r.bytes()?;
+    let n = r.varint()? as usize;
+    // Every span takes at least 13 bytes.
+    if n > b.len() / 13 {
+        return Err(CodecError("row span count past the end"));
+    }
+    let mut spans = Vec::with_capacity(n);
+    let mut prev = first_start;
+    for _ in 0..n {
+        let span_id = SpanId(r.fixed()?);
+        let start_ns = prev.wrapping_add(r.varint()?);
+        prev = start_ns;
+        let duration_ns = r.varint()?;
+        let name_id = r.varint()?;
+        let resource_id = r.varint()?;
+        let flags = r.u8()?;
+        spans.push(RowSpan {
+            span_id,
+            start_ns,
+            duration_ns,
+            name_id,
+            resource_id,
+            kind: kind_from_u8(flags & 0x7f),
+            error: flags & 0x80 != 0,
+        });
+    }
+    Ok((bloom, spans))
 }
 
 /// Key of a span record: trace id then span id, so a trace is one prefix.
@@ -757,23 +859,62 @@ mod tests {
         }
 
         #[test]
-        fn index_keys_sort_by_time_and_round_trip(
-            svc in "[a-z]{1,8}",
+        fn row_keys_sort_by_time_and_round_trip(
             a in any::<u64>(), b in any::<u64>(),
-            t in proptest::array::uniform16(1u8..), s in proptest::array::uniform8(1u8..),
+            t in proptest::array::uniform16(any::<u8>()), u in proptest::array::uniform16(any::<u8>()),
+            s in proptest::array::uniform8(1u8..),
         ) {
-            let p = index_prefix(prefix::SERVICE, &[&svc]);
-            let ka = index_key(&p, a, &TraceId(t), &SpanId(s));
-            let kb = index_key(&p, b, &TraceId(t), &SpanId(s));
-            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
-            prop_assert!(ka.starts_with(&p));
-            prop_assert_eq!(index_suffix(&ka), Some((a, TraceId(t), SpanId(s))));
+            let ka = row_key(a, &TraceId(t), &SpanId(s));
+            let kb = row_key(b, &TraceId(u), &SpanId(s));
+            if a != b {
+                prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            }
+            prop_assert_eq!(parse_row_key(&ka), Some((a, TraceId(t))));
+            prop_assert_eq!(parse_row_key(&ka[1..]), None);
         }
 
         #[test]
-        fn index_value_round_trip(d in any::<u64>(), k in 0i32..6, e in any::<bool>()) {
-            let kind = SpanKind::from_i32(k);
-            prop_assert_eq!(decode_index_value(&index_value(d, kind, e)).unwrap(), (d, kind, e));
+        fn row_round_trip(
+            first in 0u64..(1 << 62),
+            spans in proptest::collection::vec(
+                (proptest::array::uniform8(1u8..), 0u64..ROW_SPREAD_NS, any::<u64>(),
+                 any::<u64>(), any::<u64>(), 0i32..6, any::<bool>()),
+                1..40,
+            ),
+            hashes in proptest::collection::vec(any::<u64>(), 0..50),
+        ) {
+            let mut spans: Vec<RowSpan> = spans
+                .into_iter()
+                .map(|(id, off, d, name, res, kind, error)| RowSpan {
+                    span_id: SpanId(id),
+                    start_ns: first + off,
+                    duration_ns: d,
+                    name_id: name,
+                    resource_id: res,
+                    kind: SpanKind::from_i32(kind),
+                    error,
+                })
+                .collect();
+            spans.sort_by_key(|s| s.start_ns);
+            let f = bloom(&hashes);
+            let b = encode_row(first, &spans, &f);
+            let (back_f, back) = decode_row(first, &b).unwrap();
+            prop_assert_eq!(back_f, &f[..]);
+            prop_assert_eq!(back, spans);
+            for cut in [0, b.len() / 2, b.len() - 1] {
+                prop_assert!(decode_row(first, &b[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn bloom_holds_what_was_added(
+            items in proptest::collection::vec(("[a-z.]{1,12}", "[a-z0-9]{0,8}"), 0..60),
+        ) {
+            let hashes: Vec<u64> = items.iter().map(|(k, v)| attr_hash(k, v)).collect();
+            let f = bloom(&hashes);
+            for h in &hashes {
+                prop_assert!(bloom_may_contain(&f, *h));
+            }
         }
 
         #[test]
@@ -822,6 +963,22 @@ mod tests {
             };
             prop_assert_eq!(decode_summary(s.trace_id, &encode_summary(&s)).unwrap(), s);
         }
+    }
+
+    #[test]
+    fn bloom_rejects_most_absent_attributes() {
+        let hashes: Vec<u64> = (0..200)
+            .map(|i| attr_hash("user.id", &format!("user-{i}")))
+            .collect();
+        let f = bloom(&hashes);
+        assert_eq!(f.len(), 250, "10 bits per distinct item");
+        let false_positives = (1000..11_000)
+            .filter(|i| bloom_may_contain(&f, attr_hash("user.id", &format!("user-{i}"))))
+            .count();
+        assert!(false_positives < 300, "{false_positives} of 10000");
+        assert!(!bloom_may_contain(&[], attr_hash("k", "v")));
+        // The key and the value are hashed apart.
+        assert_ne!(attr_hash("ab", "c"), attr_hash("a", "bc"));
     }
 
     #[test]

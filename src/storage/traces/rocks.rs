@@ -4,14 +4,25 @@
 //! - `spans`: `trace id | span id` → span record ([`codec::encode_span`]);
 //!   a trace is one prefix scan.
 //! - `summaries`: `trace id` → [`TraceSummary`], updated as spans arrive.
-//! - `index`: search entries `S service`, `O service operation`,
-//!   `A key value` (span attributes), `T` (every span), each followed by
-//!   `start | trace id | span id` and holding duration, kind and error flag.
+//! - `rows`: search rows, one per trace and write batch (split so that a
+//!   row's spans start less than [`codec::ROW_SPREAD_NS`] after its first),
+//!   keyed `first start | trace id | first span id`. A row holds each
+//!   span's id, start, duration, interned name and resource, kind and error
+//!   flag, and one Bloom filter over the `key=value` span attributes of all
+//!   its spans ([`codec::encode_row`]). Searches scan rows newest first and
+//!   decide every filter from the row except span attributes the Bloom
+//!   filter may hold, for which the span record is read; SQL span heads
+//!   come from rows alone.
 //! - `stats`: `R service minute operation` RED aggregates and
 //!   `D minute caller callee` dependency counts, summed by a merge operator.
-//! - `meta`: the durable WAL sequence number, the span count, interned
-//!   resources (`r`) and scopes (`c`), services (`s`) and operations (`o`)
-//!   with the last time they were seen.
+//! - `meta`: the format version, the durable WAL sequence number, the
+//!   span count, interned resources (`r`), scopes (`c`) and span names
+//!   (`n`), services (`s`) and operations (`o`) with the last time they
+//!   were seen.
+//!
+//! Format: version 2 (search rows instead of one index entry per span,
+//! service, operation and attribute). A directory written by another
+//! version is refused at open, not read.
 //!
 //! Durability: RocksDB's own WAL is off (tern's WAL covers the gap). Every
 //! batch carries its sequence number in the same `WriteBatch`, and all
@@ -19,13 +30,14 @@
 //! prefix of the batches together with the sequence number that covers it.
 //!
 //! Retention: one compaction filter per column family drops records older
-//! than the retention (span start, summary end, index start, stats minute,
-//! service last seen), and periodic compaction makes RocksDB revisit files
+//! than the retention (span start, summary end, row start plus the row
+//! spread, stats minute, service last seen), and periodic compaction makes
+//! RocksDB revisit files
 //! at least daily, so expiry never needs a scan. Queries clamp their time
 //! ranges to the retention window so expired data not yet compacted away
 //! is not reported.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,7 +51,7 @@ use rocksdb::{
     Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions, DB,
 };
 
-use super::codec::{self, prefix};
+use super::codec::{self, RowSpan};
 use super::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
 use super::types::*;
 use crate::model::{Resource, Scope, Span, SpanId, SpanKind, TraceId};
@@ -47,17 +59,21 @@ use crate::storage::{ScanStats, StorageError, StoreLifecycle, StoreStats, TraceS
 
 const CF_SPANS: &str = "spans";
 const CF_SUMMARIES: &str = "summaries";
-const CF_INDEX: &str = "index";
+const CF_ROWS: &str = "rows";
 const CF_STATS: &str = "stats";
 const CF_META: &str = "meta";
-const CFS: [&str; 5] = [CF_SPANS, CF_SUMMARIES, CF_INDEX, CF_STATS, CF_META];
+const CFS: [&str; 5] = [CF_SPANS, CF_SUMMARIES, CF_ROWS, CF_STATS, CF_META];
 
 const META_SEQ: &[u8] = b"#seq";
 const META_COUNT: &[u8] = b"#count";
+const META_FORMAT: &[u8] = b"#format";
+/// On-disk format version; a store written in another one is not opened.
+const FORMAT: u64 = 2;
 const TAG_RESOURCE: u8 = b'r';
 const TAG_SCOPE: u8 = b'c';
 const TAG_SERVICE: u8 = b's';
 const TAG_OPERATION: u8 = b'o';
+const TAG_NAME: u8 = b'n';
 
 /// Most spans of one trace read back to plan a late batch of that trace.
 const MAX_STORED_SCAN: usize = 200_000;
@@ -102,21 +118,35 @@ struct Interner {
     resources: HashMap<u64, (Arc<Resource>, String)>,
     scope_ids: HashMap<Vec<u8>, u64>,
     scopes: HashMap<u64, Arc<Scope>>,
-    /// Attribute keys seen on any resource (searches on them cannot use
-    /// the span attribute index).
-    resource_keys: std::collections::HashSet<String>,
+    /// Span names (operations) by id and back.
+    names: HashMap<u64, Arc<str>>,
+    name_ids: HashMap<Arc<str>, u64>,
 }
 
 impl Interner {
     fn add_resource(&mut self, id: u64, bytes: Vec<u8>, r: Resource) {
-        for (k, _) in &r.attributes {
-            if !self.resource_keys.contains(k) {
-                self.resource_keys.insert(k.clone());
-            }
-        }
         let svc = r.service_name().to_string();
         self.resources.insert(id, (Arc::new(r), svc));
         self.resource_ids.insert(bytes, id);
+    }
+
+    fn add_name(&mut self, id: u64, name: &str) {
+        let name: Arc<str> = Arc::from(name);
+        self.names.insert(id, name.clone());
+        self.name_ids.insert(name, id);
+    }
+
+    fn name(&self, id: u64) -> &str {
+        self.names.get(&id).map_or("", |n| n)
+    }
+
+    /// Ids of the resources whose attributes satisfy `f`.
+    fn resources_where(&self, f: impl Fn(&Resource, &str) -> bool) -> HashSet<u64> {
+        self.resources
+            .iter()
+            .filter(|(_, (r, svc))| f(r, svc))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn service(&self, id: u64) -> &str {
@@ -142,6 +172,13 @@ pub struct RocksTraceStore {
     written: AtomicU64,
     durable: AtomicU64,
     records: AtomicU64,
+}
+
+/// Traces by their latest matching start, latest first.
+fn ranked(best: HashMap<TraceId, u64>) -> Vec<(u64, TraceId)> {
+    let mut v: Vec<(u64, TraceId)> = best.into_iter().map(|(t, s)| (s, t)).collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v
 }
 
 /// The oldest timestamp kept under `retention_ns` right now.
@@ -184,9 +221,13 @@ fn cf_options(
                 move |_: u32, _: &[u8], v: &[u8]| keep_if(codec::summary_end(v), r),
             );
         }
-        CF_INDEX => {
-            o.set_compaction_filter("tern-index-retention", move |_: u32, k: &[u8], _: &[u8]| {
-                keep_if(codec::index_suffix(k).map(|(s, _, _)| s), r)
+        CF_ROWS => {
+            // A row holds spans starting up to ROW_SPREAD_NS after its key.
+            o.set_compaction_filter("tern-row-retention", move |_: u32, k: &[u8], _: &[u8]| {
+                keep_if(
+                    codec::parse_row_key(k).map(|(s, _)| s.saturating_add(codec::ROW_SPREAD_NS)),
+                    r,
+                )
             });
         }
         CF_STATS => {
@@ -300,11 +341,39 @@ impl RocksTraceStore {
                 .and_then(|v| v.get(..8).and_then(|s| s.try_into().ok()))
                 .map_or(0, u64::from_le_bytes))
         };
+        let format = read_u64(META_FORMAT)?;
+        let empty = self
+            .db
+            .iterator_cf(self.cf(CF_SPANS)?, IteratorMode::Start)
+            .next()
+            .is_none();
+        if format != FORMAT && !(format == 0 && empty) {
+            return Err(StorageError::Backend(format!(
+                "trace store format {format} is not {FORMAT}: move the old trace directory away"
+            )));
+        }
+        if format == 0 {
+            self.db
+                .put_cf(meta, META_FORMAT, FORMAT.to_le_bytes())
+                .map_err(backend)?;
+        }
         let seq = read_u64(META_SEQ)?;
         self.durable.store(seq, Ordering::SeqCst);
         self.written.store(seq, Ordering::SeqCst);
         self.records.store(read_u64(META_COUNT)?, Ordering::SeqCst);
         let mut int = self.interner.write();
+        for item in self.db.prefix_iterator_cf(meta, [TAG_NAME]) {
+            let (k, v) = item.map_err(backend)?;
+            if k.first() != Some(&TAG_NAME) {
+                break;
+            }
+            let id = k
+                .get(1..9)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| backend("bad interned name key"))?;
+            int.add_name(id, std::str::from_utf8(&v).map_err(backend)?);
+        }
         for tag in [TAG_RESOURCE, TAG_SCOPE] {
             for item in self.db.prefix_iterator_cf(meta, [tag]) {
                 let (k, v) = item.map_err(backend)?;
@@ -344,6 +413,25 @@ impl RocksTraceStore {
                 .compact_range_cf_opt(self.cf(name)?, None::<&[u8]>, None::<&[u8]>, &o);
         }
         Ok(())
+    }
+
+    /// Bytes in SST files per column family (benchmarks and diagnostics).
+    pub fn column_family_sizes(&self) -> Vec<(&'static str, u64)> {
+        CFS.iter()
+            .map(|name| {
+                let bytes = self
+                    .cf(name)
+                    .ok()
+                    .and_then(|cf| {
+                        self.db
+                            .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+                            .ok()
+                            .flatten()
+                    })
+                    .unwrap_or(0);
+                (*name, bytes)
+            })
+            .collect()
     }
 
     /// Interns resource and scope of `span`, adding new ones to `batch`.
@@ -439,28 +527,67 @@ impl RocksTraceStore {
         }
     }
 
-    /// Puts the index entries of one span.
-    fn index_span(&self, span: &Span, batch: &mut WriteBatch, index: &ColumnFamily) {
-        let v = codec::index_value(span.duration_ns(), span.kind, span.is_error());
-        let (t, s, start) = (&span.trace_id, &span.span_id, span.start_time_ns);
-        let svc = span.service_name();
-        let mut put = |p: Vec<u8>| batch.put_cf(index, codec::index_key(&p, start, t, s), &v);
-        put(codec::index_prefix(prefix::TIME, &[]));
-        put(codec::index_prefix(prefix::SERVICE, &[svc]));
-        put(codec::index_prefix(prefix::OPERATION, &[svc, &span.name]));
-        for (k, val) in &span.attributes {
-            if let Some(text) = attr_text(val) {
-                put(codec::index_prefix(prefix::ATTRIBUTE, &[k, &text]));
+    /// The id of span name `name`, interning it in `batch` when new.
+    fn name_id(&self, name: &str, batch: &mut WriteBatch, meta: &ColumnFamily) -> u64 {
+        if let Some(id) = self.interner.read().name_ids.get(name) {
+            return *id;
+        }
+        let mut int = self.interner.write();
+        if let Some(id) = int.name_ids.get(name) {
+            return *id;
+        }
+        let id = int.names.len() as u64 + 1;
+        batch.put_cf(meta, meta_key(TAG_NAME, &[&id.to_be_bytes()]), name);
+        int.add_name(id, name);
+        id
+    }
+
+    /// Puts the search rows of the new spans of one trace: spans in start
+    /// order, a new row whenever a span starts [`codec::ROW_SPREAD_NS`] or
+    /// more after the row's first span.
+    fn put_rows(
+        &self,
+        trace: &TraceId,
+        mut spans: Vec<(RowSpan, &Span)>,
+        batch: &mut WriteBatch,
+        rows: &ColumnFamily,
+    ) {
+        spans.sort_by_key(|(r, _)| (r.start_ns, r.span_id));
+        let mut put = |chunk: &[(RowSpan, &Span)]| {
+            let first = &chunk[0].0;
+            let mut hashes = Vec::new();
+            for (_, span) in chunk {
+                for (k, v) in &span.attributes {
+                    if let Some(text) = attr_text(v) {
+                        hashes.push(codec::attr_hash(k, &text));
+                    }
+                }
             }
+            let heads: Vec<RowSpan> = chunk.iter().map(|(r, _)| *r).collect();
+            batch.put_cf(
+                rows,
+                codec::row_key(first.start_ns, trace, &first.span_id),
+                codec::encode_row(first.start_ns, &heads, &codec::bloom(&hashes)),
+            );
+        };
+        let mut from = 0;
+        for i in 1..spans.len() {
+            if spans[i].0.start_ns - spans[from].0.start_ns >= codec::ROW_SPREAD_NS {
+                put(&spans[from..i]);
+                from = i;
+            }
+        }
+        if from < spans.len() {
+            put(&spans[from..]);
         }
     }
 
     fn write_batch(&self, seq: u64, spans: Vec<Span>) -> Result<(), StorageError> {
         let mut w = self.writer.lock();
-        let (spans_cf, sums_cf, index_cf, stats_cf, meta_cf) = (
+        let (spans_cf, sums_cf, rows_cf, stats_cf, meta_cf) = (
             self.cf(CF_SPANS)?,
             self.cf(CF_SUMMARIES)?,
-            self.cf(CF_INDEX)?,
+            self.cf(CF_ROWS)?,
             self.cf(CF_STATS)?,
             self.cf(CF_META)?,
         );
@@ -496,6 +623,7 @@ impl RocksTraceStore {
             if accepted.is_empty() {
                 continue;
             }
+            let mut heads = Vec::with_capacity(accepted.len());
             for i in accepted {
                 let span = group[i];
                 let key = (Arc::as_ptr(&span.resource), Arc::as_ptr(&span.scope));
@@ -512,10 +640,23 @@ impl RocksTraceStore {
                     codec::span_key(tid, &span.span_id),
                     codec::encode_span(span, rid, sid),
                 );
-                self.index_span(span, &mut batch, index_cf);
+                let name_id = self.name_id(&span.name, &mut batch, meta_cf);
+                heads.push((
+                    RowSpan {
+                        span_id: span.span_id,
+                        start_ns: span.start_time_ns,
+                        duration_ns: span.duration_ns(),
+                        name_id,
+                        resource_id: rid,
+                        kind: span.kind,
+                        error: span.is_error(),
+                    },
+                    span,
+                ));
                 self.note_names(&mut w, span, &mut batch, meta_cf);
                 added += 1;
             }
+            self.put_rows(tid, heads, &mut batch, rows_cf);
             batch.put_cf(sums_cf, tid.0, codec::encode_summary(&summary));
         }
         for ((svc, minute, op), agg) in &red {
@@ -577,57 +718,124 @@ impl RocksTraceStore {
         }
     }
 
-    /// Index scan for a search: newest first within `[start, end)`.
-    fn scan(
+    /// Row scan for a search: rows newest first, each span checked against
+    /// the filters the row decides (time, duration, kind, error, service,
+    /// operation, resource attributes, attributes absent from the row's
+    /// Bloom filter); a span whose attributes the filter may hold is read
+    /// and checked in full. Returns each matching trace with the start of
+    /// its latest matching span, latest first.
+    fn scan_rows(
         &self,
         q: &TraceSearch,
-        index_prefix: Vec<u8>,
-        verify: bool,
         start: u64,
-        end: u64,
-    ) -> Result<(Vec<TraceId>, bool), StorageError> {
-        let index = self.cf(CF_INDEX)?;
+    ) -> Result<(Vec<(u64, TraceId)>, bool), StorageError> {
+        let (services, name_id, attrs) = {
+            let int = self.interner.read();
+            let services = q
+                .service
+                .as_deref()
+                .map(|svc| int.resources_where(|_, s| s == svc));
+            let name_id = match q.operation.as_deref() {
+                Some(op) => match int.name_ids.get(op) {
+                    Some(id) => Some(*id),
+                    None => return Ok((vec![], true)),
+                },
+                None => None,
+            };
+            let attrs: Vec<(u64, HashSet<u64>)> = q
+                .attributes
+                .iter()
+                .map(|(k, v)| {
+                    let on_resource = int.resources_where(|r, _| {
+                        r.attributes
+                            .iter()
+                            .any(|(rk, rv)| rk == k && attr_text(rv).as_deref() == Some(v))
+                    });
+                    (codec::attr_hash(k, v), on_resource)
+                })
+                .collect();
+            (services, name_id, attrs)
+        };
+        if services.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok((vec![], true));
+        }
+        let rows = self.cf(CF_ROWS)?;
         let mut ro = ReadOptions::default();
-        let mut lo = index_prefix.clone();
-        lo.extend_from_slice(&start.to_be_bytes());
-        let mut hi = index_prefix;
-        hi.extend_from_slice(&end.to_be_bytes());
-        ro.set_iterate_lower_bound(lo);
-        ro.set_iterate_upper_bound(hi);
-        let mut found: Vec<TraceId> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let lo = start.saturating_sub(codec::ROW_SPREAD_NS - 1);
+        ro.set_iterate_lower_bound(lo.to_be_bytes().to_vec());
+        ro.set_iterate_upper_bound(q.end_ns.to_be_bytes().to_vec());
+        // Latest matching start per trace, and the `limit` best of them.
+        let mut best: HashMap<TraceId, u64> = HashMap::new();
+        let mut top: std::collections::BTreeSet<(u64, TraceId)> = Default::default();
         for (n, item) in self
             .db
-            .iterator_cf_opt(index, ro, IteratorMode::End)
+            .iterator_cf_opt(rows, ro, IteratorMode::End)
             .enumerate()
         {
             if n % 64 == 63 && q.deadline_passed() {
-                return Ok((found, false));
+                return Ok((ranked(best), false));
             }
             let (k, v) = item.map_err(backend)?;
-            let Some((_, trace, span)) = codec::index_suffix(&k) else {
+            let Some((row_start, trace)) = codec::parse_row_key(&k) else {
                 continue;
             };
-            if seen.contains(&trace) {
-                continue;
+            // Rows further on hold only spans older than the limit-th best.
+            if top.len() >= q.limit
+                && top
+                    .first()
+                    .is_some_and(|(t, _)| row_start.saturating_add(codec::ROW_SPREAD_NS) <= *t)
+            {
+                break;
             }
-            let (dur, kind, err) = codec::decode_index_value(&v).map_err(backend)?;
-            if !q.matches_head(dur, kind, err) {
-                continue;
-            }
-            if verify {
-                match self.get_span(&trace, &span)? {
-                    Some(s) if q.matches(&s) => {}
-                    _ => continue,
+            let (bloom, spans) = codec::decode_row(row_start, &v).map_err(backend)?;
+            let known = best.get(&trace).copied();
+            for s in spans.iter().rev() {
+                if known.is_some_and(|t| t >= s.start_ns) {
+                    break;
                 }
-            }
-            seen.insert(trace);
-            found.push(trace);
-            if found.len() >= q.limit {
+                if s.start_ns < start
+                    || s.start_ns >= q.end_ns
+                    || !q.matches_head(s.duration_ns, s.kind, s.error)
+                    || services
+                        .as_ref()
+                        .is_some_and(|r| !r.contains(&s.resource_id))
+                    || name_id.is_some_and(|id| id != s.name_id)
+                {
+                    continue;
+                }
+                let mut verify = false;
+                let mut possible = true;
+                for (hash, on_resource) in &attrs {
+                    if on_resource.contains(&s.resource_id) {
+                        continue;
+                    }
+                    if codec::bloom_may_contain(bloom, *hash) {
+                        verify = true;
+                    } else {
+                        possible = false;
+                        break;
+                    }
+                }
+                if !possible {
+                    continue;
+                }
+                if verify {
+                    match self.get_span(&trace, &s.span_id)? {
+                        Some(span) if q.matches(&span) => {}
+                        _ => continue,
+                    }
+                }
+                if let Some(old) = best.insert(trace, s.start_ns) {
+                    top.remove(&(old, trace));
+                }
+                top.insert((s.start_ns, trace));
+                if top.len() > q.limit {
+                    top.pop_first();
+                }
                 break;
             }
         }
-        Ok((found, true))
+        Ok((ranked(best), true))
     }
 
     fn meta_scan(
@@ -677,13 +885,13 @@ impl RocksTraceStore {
     }
 
     #[cfg(test)]
-    fn index_entries_of(&self, trace: &TraceId) -> usize {
-        let index = self.cf(CF_INDEX).unwrap();
+    fn rows_of(&self, trace: &TraceId) -> usize {
+        let rows = self.cf(CF_ROWS).unwrap();
         self.db
-            .iterator_cf(index, IteratorMode::Start)
+            .iterator_cf(rows, IteratorMode::Start)
             .filter(|i| {
                 let (k, _) = i.as_ref().unwrap();
-                codec::index_suffix(k).is_some_and(|(_, t, _)| t == *trace)
+                codec::parse_row_key(k).is_some_and(|(_, t)| t == *trace)
             })
             .count()
     }
@@ -758,24 +966,8 @@ impl TraceStore for RocksTraceStore {
                 complete: true,
             });
         }
-        let needs_attrs = !q.attributes.is_empty();
-        let (p, verify) = match (&q.service, &q.operation) {
-            (Some(s), Some(o)) => (codec::index_prefix(prefix::OPERATION, &[s, o]), needs_attrs),
-            (Some(s), None) => (codec::index_prefix(prefix::SERVICE, &[s]), needs_attrs),
-            (None, op) => {
-                let int = self.interner.read();
-                let driver = q
-                    .attributes
-                    .iter()
-                    .find(|(k, _)| !int.resource_keys.contains(k));
-                let p = match driver {
-                    Some((k, v)) => codec::index_prefix(prefix::ATTRIBUTE, &[k, v]),
-                    None => codec::index_prefix(prefix::TIME, &[]),
-                };
-                (p, needs_attrs || op.is_some())
-            }
-        };
-        let (ids, complete) = self.scan(q, p, verify, start, q.end_ns)?;
+        let (found, complete) = self.scan_rows(q, start)?;
+        let ids: Vec<TraceId> = found.into_iter().take(q.limit).map(|(_, t)| t).collect();
         let sums = self.cf(CF_SUMMARIES)?;
         let got = self.db.multi_get_cf(ids.iter().map(|t| (sums, t.0)));
         let mut traces = Vec::with_capacity(ids.len());
@@ -852,27 +1044,27 @@ impl TraceStore for RocksTraceStore {
             }
             return Ok(stats);
         }
-        // Every (service, operation) index range in the time range: each
-        // entry holds everything a span head needs, so heads never read a
-        // span record.
-        let services = match &q.service {
-            Some(s) => vec![s.clone()],
-            None => self.services(usize::MAX)?,
-        };
-        let mut ranges: Vec<(String, String)> = Vec::new();
-        for svc in services {
-            let mut ops: Vec<String> = match &q.name {
-                Some(n) => vec![n.clone()],
-                None => self
-                    .operations(&svc, usize::MAX)?
-                    .into_iter()
-                    .map(|o| o.name)
-                    .collect(),
+        // Search rows in time order: each holds everything a span head
+        // needs, so heads never read a span record.
+        let (services, name_id) = {
+            let int = self.interner.read();
+            let services = q
+                .service
+                .as_deref()
+                .map(|svc| int.resources_where(|_, s| s == svc));
+            let name_id = match q.name.as_deref() {
+                Some(n) => match int.name_ids.get(n) {
+                    Some(id) => Some(*id),
+                    None => return Ok(stats),
+                },
+                None => None,
             };
-            ops.dedup();
-            ranges.extend(ops.into_iter().map(|o| (svc.clone(), o)));
+            (services, name_id)
+        };
+        if services.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok(stats);
         }
-        let index = self.cf(CF_INDEX)?;
+        let rows = self.cf(CF_ROWS)?;
         let spans_cf = self.cf(CF_SPANS)?;
         const CHUNK: usize = 4096;
         let mut heads: Vec<SpanHead> = Vec::with_capacity(CHUNK);
@@ -900,41 +1092,47 @@ impl TraceStore for RocksTraceStore {
                 }
                 Ok(sink(SpanChunk::Spans(spans)))
             };
-        'ranges: for (svc, op) in ranges {
-            let p = codec::index_prefix(prefix::OPERATION, &[&svc, &op]);
-            let mut ro = ReadOptions::default();
-            let mut lo = p.clone();
-            lo.extend_from_slice(&start.to_be_bytes());
-            let mut hi = p.clone();
-            hi.extend_from_slice(&q.end_ns.to_be_bytes());
-            ro.set_iterate_lower_bound(lo);
-            ro.set_iterate_upper_bound(hi);
-            stats.partitions += 1;
-            for item in self.db.iterator_cf_opt(index, ro, IteratorMode::Start) {
-                let (k, v) = item.map_err(backend)?;
-                // The key is exactly `p | start | trace | span`: a longer
-                // operation name sharing this prefix never matches.
-                if k.len() != p.len() + codec::SUFFIX_LEN {
-                    continue;
-                }
-                let Some((start_ns, trace_id, span_id)) = codec::index_suffix(&k) else {
-                    continue;
-                };
-                let (duration_ns, kind, error) = codec::decode_index_value(&v).map_err(backend)?;
-                heads.push(SpanHead {
-                    trace_id,
-                    span_id,
-                    service: svc.clone(),
-                    name: op.clone(),
-                    start_ns,
-                    duration_ns,
-                    kind,
-                    error,
-                });
+        let mut ro = ReadOptions::default();
+        let lo = start.saturating_sub(codec::ROW_SPREAD_NS - 1);
+        ro.set_iterate_lower_bound(lo.to_be_bytes().to_vec());
+        ro.set_iterate_upper_bound(q.end_ns.to_be_bytes().to_vec());
+        stats.partitions = 1;
+        let mut row_heads: Vec<SpanHead> = Vec::new();
+        'rows: for item in self.db.iterator_cf_opt(rows, ro, IteratorMode::Start) {
+            let (k, v) = item.map_err(backend)?;
+            let Some((row_start, trace_id)) = codec::parse_row_key(&k) else {
+                continue;
+            };
+            let (_, spans) = codec::decode_row(row_start, &v).map_err(backend)?;
+            {
+                let int = self.interner.read();
+                row_heads.extend(
+                    spans
+                        .iter()
+                        .filter(|s| {
+                            s.start_ns >= start
+                                && s.start_ns < q.end_ns
+                                && services.as_ref().is_none_or(|r| r.contains(&s.resource_id))
+                                && name_id.is_none_or(|id| id == s.name_id)
+                        })
+                        .map(|s| SpanHead {
+                            trace_id,
+                            span_id: s.span_id,
+                            service: int.service(s.resource_id).to_string(),
+                            name: int.name(s.name_id).to_string(),
+                            start_ns: s.start_ns,
+                            duration_ns: s.duration_ns,
+                            kind: s.kind,
+                            error: s.error,
+                        }),
+                );
+            }
+            for h in row_heads.drain(..) {
+                heads.push(h);
                 let produced = stats.rows as usize + heads.len();
                 // At the limit, the emit after the loop sends what is left.
                 if produced >= limit || (heads.len() >= CHUNK && !emit(&mut heads, &mut stats)?) {
-                    break 'ranges;
+                    break 'rows;
                 }
             }
         }
@@ -1073,7 +1271,7 @@ mod tests {
     }
 
     #[test]
-    fn retention_removes_old_traces_and_their_index_entries() {
+    fn retention_removes_old_traces_and_their_rows() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = TraceStoreOptions::new(dir.path());
         o.retention = Duration::from_secs(86_400);
@@ -1087,7 +1285,7 @@ mod tests {
         s.write(2, vec![suite::span(8, 1, now, "api")]).unwrap();
         s.flush().unwrap();
         let old_id = TraceId([7; 16]);
-        assert_eq!(s.index_entries_of(&old_id), 8);
+        assert_eq!(s.rows_of(&old_id), 1);
         // Queries already ignore data past retention.
         let q = TraceSearch {
             service: Some("api".into()),
@@ -1102,7 +1300,7 @@ mod tests {
         s.compact_all().unwrap();
         assert!(s.trace(&old_id).unwrap().is_empty());
         assert_eq!(s.summary(&old_id).unwrap(), None);
-        assert_eq!(s.index_entries_of(&old_id), 0);
+        assert_eq!(s.rows_of(&old_id), 0);
         let stats = s.cf(CF_STATS).unwrap();
         let old_minute = minute_of(old);
         let stale =
