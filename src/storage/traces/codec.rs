@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use super::types::{Agg, Histogram, TraceSummary};
+use super::types::{Agg, Histogram, TraceSummary, MAX_INDEXED_VALUE};
 use crate::model::{
     AnyValue, Attributes, Resource, Scope, Span, SpanEvent, SpanId, SpanKind, SpanLink, Status,
     StatusCode, TraceId,
@@ -242,41 +242,10 @@ fn kind_from_u8(k: u8) -> SpanKind {
     SpanKind::from_i32(i32::from(k))
 }
 
-/// The leading fields of a span record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpanHead {
-    pub start_ns: u64,
-    pub duration_ns: u64,
-    pub parent: Option<SpanId>,
-    pub kind: SpanKind,
-    pub status: StatusCode,
-    pub resource_id: u64,
-    pub scope_id: u64,
-}
-
-impl SpanHead {
-    pub fn is_error(&self) -> bool {
-        self.status == StatusCode::Error
-    }
-}
-
-/// Encodes a span whose resource and scope were interned as the given ids.
-pub fn encode_span(span: &Span, resource_id: u64, scope_id: u64) -> Vec<u8> {
+/// Encodes the body of a span, what its search row does not hold.
+pub fn encode_span(span: &Span, scope_id: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(&span.start_time_ns.to_le_bytes());
-    put_varint(&mut out, span.duration_ns());
-    match span.parent_span_id {
-        Some(p) => {
-            out.push(1);
-            out.extend_from_slice(&p.0);
-        }
-        None => out.push(0),
-    }
-    out.push(span.kind.as_i32() as u8);
-    out.push(span.status.code.as_i32() as u8);
-    put_varint(&mut out, resource_id);
     put_varint(&mut out, scope_id);
-    put_bytes(&mut out, span.name.as_bytes());
     put_bytes(&mut out, span.status.message.as_bytes());
     put_bytes(&mut out, span.trace_state.as_bytes());
     put_varint(&mut out, u64::from(span.flags));
@@ -306,48 +275,26 @@ pub fn encode_span(span: &Span, resource_id: u64, scope_id: u64) -> Vec<u8> {
     out
 }
 
-fn head(r: &mut Reader<'_>) -> Result<SpanHead, CodecError> {
-    let start_ns = u64::from_le_bytes(r.fixed()?);
-    let duration_ns = r.varint()?;
-    let parent = match r.u8()? {
-        0 => None,
-        1 => Some(SpanId(r.fixed()?)),
-        _ => return Err(CodecError("bad parent flag")),
-    };
-    Ok(SpanHead {
-        start_ns,
-        duration_ns,
-        parent,
-        kind: kind_from_u8(r.u8()?),
-        status: StatusCode::from_i32(i32::from(r.u8()?)),
-        resource_id: r.varint()?,
-        scope_id: r.varint()?,
-    })
-}
-
-/// Decodes only the head of a span record.
-pub fn decode_span_head(b: &[u8]) -> Result<SpanHead, CodecError> {
-    head(&mut Reader::new(b))
-}
-
-/// The start time of a span record (the retention filter's view).
+/// The little-endian time a record starts with (the retention filter's
+/// view of summaries and last-seen entries).
 pub fn span_start(b: &[u8]) -> Option<u64> {
     b.get(..8)
         .and_then(|s| s.try_into().ok())
         .map(u64::from_le_bytes)
 }
 
-/// Decodes a span record; `lookup` resolves resource and scope ids.
+/// Decodes a span from its row head and body; the closures resolve the
+/// interned resource, scope and name ids.
 pub fn decode_span(
     trace_id: TraceId,
-    span_id: SpanId,
+    head: &RowSpan,
     b: &[u8],
     resource: impl FnOnce(u64) -> Option<Arc<Resource>>,
     scope: impl FnOnce(u64) -> Option<Arc<Scope>>,
+    name: impl FnOnce(u64) -> Option<String>,
 ) -> Result<Span, CodecError> {
     let mut r = Reader::new(b);
-    let h = head(&mut r)?;
-    let name = r.string()?;
+    let scope_id = r.varint()?;
     let message = r.string()?;
     let trace_state = r.string()?;
     let flags = r.varint()? as u32;
@@ -358,7 +305,7 @@ pub fn decode_span(
     for _ in 0..n {
         let delta = unzigzag(r.varint()?);
         events.push(SpanEvent {
-            time_ns: (h.start_ns as i64).wrapping_add(delta) as u64,
+            time_ns: (head.start_ns as i64).wrapping_add(delta) as u64,
             name: r.string()?,
             attributes: attrs(&mut r)?,
             dropped_attributes_count: r.varint()? as u32,
@@ -379,17 +326,17 @@ pub fn decode_span(
     }
     let dropped_links_count = r.varint()? as u32;
     Ok(Span {
-        resource: resource(h.resource_id).ok_or(CodecError("unknown resource id"))?,
-        scope: scope(h.scope_id).ok_or(CodecError("unknown scope id"))?,
+        resource: resource(head.resource_id).ok_or(CodecError("unknown resource id"))?,
+        scope: scope(scope_id).ok_or(CodecError("unknown scope id"))?,
         trace_id,
-        span_id,
-        parent_span_id: h.parent,
+        span_id: head.span_id,
+        parent_span_id: head.parent,
         trace_state,
         flags,
-        name,
-        kind: h.kind,
-        start_time_ns: h.start_ns,
-        end_time_ns: h.start_ns.saturating_add(h.duration_ns),
+        name: name(head.name_id).ok_or(CodecError("unknown name id"))?,
+        kind: head.kind,
+        start_time_ns: head.start_ns,
+        end_time_ns: head.start_ns.saturating_add(head.duration_ns),
         attributes,
         dropped_attributes_count,
         events,
@@ -397,7 +344,7 @@ pub fn decode_span(
         links,
         dropped_links_count,
         status: Status {
-            code: h.status,
+            code: head.status,
             message,
         },
     })
@@ -509,13 +456,56 @@ pub fn row_key(start_ns: u64, trace: &TraceId, first: &SpanId) -> [u8; ROW_KEY_L
     k
 }
 
-/// Reads a search row key back.
-pub fn parse_row_key(k: &[u8]) -> Option<(u64, TraceId)> {
+/// Reads a search row key back: the trace and the row's id.
+pub fn parse_row_key(k: &[u8]) -> Option<(TraceId, RowId)> {
     if k.len() != ROW_KEY_LEN {
         return None;
     }
-    let start = u64::from_be_bytes(k[..8].try_into().ok()?);
-    Some((start, TraceId(k[8..24].try_into().ok()?)))
+    let start_ns = u64::from_be_bytes(k[..8].try_into().ok()?);
+    Some((
+        TraceId(k[8..24].try_into().ok()?),
+        RowId {
+            start_ns,
+            first: SpanId(k[24..].try_into().ok()?),
+        },
+    ))
+}
+
+/// A search row within its trace: the start and id of its first span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RowId {
+    pub start_ns: u64,
+    pub first: SpanId,
+}
+
+/// Most spans in one row (positions are u32 in body keys).
+pub const MAX_ROW_SPANS: usize = 1 << 16;
+
+/// Length of a span body key: `trace id | row start u64 BE | row first
+/// span id | position in the row u32 BE`.
+pub const BODY_KEY_LEN: usize = 16 + 8 + 8 + 4;
+
+/// Key of a span body: a trace is one prefix, and the bodies of one row
+/// share all but the last bytes, which block prefix compression removes.
+pub fn body_key(trace: &TraceId, row: &RowId, position: u32) -> [u8; BODY_KEY_LEN] {
+    let mut k = [0u8; BODY_KEY_LEN];
+    k[..16].copy_from_slice(&trace.0);
+    k[16..24].copy_from_slice(&row.start_ns.to_be_bytes());
+    k[24..32].copy_from_slice(&row.first.0);
+    k[32..].copy_from_slice(&position.to_be_bytes());
+    k
+}
+
+/// Reads a span body key back: the row and the position in it.
+pub fn parse_body_key(k: &[u8]) -> Option<(RowId, u32)> {
+    if k.len() != BODY_KEY_LEN {
+        return None;
+    }
+    let row = RowId {
+        start_ns: u64::from_be_bytes(k[16..24].try_into().ok()?),
+        first: SpanId(k[24..32].try_into().ok()?),
+    };
+    Some((row, u32::from_be_bytes(k[32..].try_into().ok()?)))
 }
 
 /// One span in a search row: everything a search filter or a span head
@@ -523,6 +513,7 @@ pub fn parse_row_key(k: &[u8]) -> Option<(u64, TraceId)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowSpan {
     pub span_id: SpanId,
+    pub parent: Option<SpanId>,
     pub start_ns: u64,
     pub duration_ns: u64,
     /// Interned span name.
@@ -530,7 +521,27 @@ pub struct RowSpan {
     /// Interned resource (which gives the service and resource attributes).
     pub resource_id: u64,
     pub kind: SpanKind,
-    pub error: bool,
+    pub status: StatusCode,
+}
+
+impl RowSpan {
+    /// The head of `span` with its name and resource interned as given.
+    pub fn of(span: &Span, name_id: u64, resource_id: u64) -> RowSpan {
+        RowSpan {
+            span_id: span.span_id,
+            parent: span.parent_span_id,
+            start_ns: span.start_time_ns,
+            duration_ns: span.duration_ns(),
+            name_id,
+            resource_id,
+            kind: span.kind,
+            status: span.status.code,
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.status == StatusCode::Error
+    }
 }
 
 /// Bits per distinct attribute in a row's Bloom filter (about 1 % false
@@ -562,6 +573,27 @@ pub fn attr_hash(key: &str, value: &str) -> u64 {
     h ^= h >> 27;
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+/// [`attr_hash`] of an attribute, `None` when its value is not searchable:
+/// the same as hashing its [`attr_text`] without allocating for strings,
+/// integers and booleans.
+///
+/// [`attr_text`]: super::types::attr_text
+pub fn attr_value_hash(key: &str, v: &AnyValue) -> Option<u64> {
+    use std::io::Write;
+    match v {
+        AnyValue::String(s) if s.len() <= MAX_INDEXED_VALUE => Some(attr_hash(key, s)),
+        AnyValue::Int(i) => {
+            let mut buf = [0u8; 24];
+            let mut w = &mut buf[..];
+            write!(w, "{i}").ok()?;
+            let n = 24 - w.len();
+            Some(attr_hash(key, std::str::from_utf8(&buf[..n]).ok()?))
+        }
+        AnyValue::Bool(b) => Some(attr_hash(key, if *b { "true" } else { "false" })),
+        other => super::types::attr_text(other).map(|t| attr_hash(key, &t)),
+    }
 }
 
 fn bloom_bits(hash: u64, m: u64) -> impl Iterator<Item = u64> {
@@ -599,21 +631,38 @@ pub fn bloom_may_contain(filter: &[u8], hash: u64) -> bool {
 
 /// Encodes a search row: `bloom length | bloom | span count`, then per
 /// span, in start order, `span id 8 B | start − previous start | duration |
-/// name id | resource id | kind (low 7 bits) + error (high bit)` (varints).
-/// `spans` must be sorted by start and start at or after `first_start`.
+/// parent | name id | resource id | kind + 8 × status` (varints). The
+/// parent is 0 for none, 2 + its index when it is in the row, else 1 and
+/// its 8-byte id. `spans` must be sorted by start and start at or after
+/// `first_start`.
 pub fn encode_row(first_start: u64, spans: &[RowSpan], bloom: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bloom.len() + 4 + spans.len() * 20);
+    let mut out = Vec::with_capacity(bloom.len() + 4 + spans.len() * 24);
     put_bytes(&mut out, bloom);
     put_varint(&mut out, spans.len() as u64);
+    let position: std::collections::HashMap<SpanId, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
     let mut prev = first_start;
     for s in spans {
         out.extend_from_slice(&s.span_id.0);
         put_varint(&mut out, s.start_ns.wrapping_sub(prev));
         prev = s.start_ns;
         put_varint(&mut out, s.duration_ns);
+        match s.parent {
+            None => out.push(0),
+            Some(p) => match position.get(&p) {
+                Some(i) => put_varint(&mut out, 2 + *i as u64),
+                None => {
+                    out.push(1);
+                    out.extend_from_slice(&p.0);
+                }
+            },
+        }
         put_varint(&mut out, s.name_id);
         put_varint(&mut out, s.resource_id);
-        out.push(s.kind.as_i32() as u8 | if s.error { 0x80 } else { 0 });
+        out.push(s.kind.as_i32() as u8 & 7 | ((s.status.as_i32() as u8 & 3) << 3));
     }
     out
 }
@@ -623,39 +672,47 @@ pub fn decode_row(first_start: u64, b: &[u8]) -> Result<(&[u8], Vec<RowSpan>), C
     let mut r = Reader::new(b);
     let bloom = r.bytes()?;
     let n = r.varint()? as usize;
-    // Every span takes at least 13 bytes.
-    if n > b.len() / 13 {
+    // Every span takes at least 14 bytes.
+    if n > b.len() / 14 {
         return Err(CodecError("row span count past the end"));
     }
     let mut spans = Vec::with_capacity(n);
+    let mut in_row: Vec<(usize, usize)> = Vec::new();
     let mut prev = first_start;
-    for _ in 0..n {
+    for i in 0..n {
         let span_id = SpanId(r.fixed()?);
         let start_ns = prev.wrapping_add(r.varint()?);
         prev = start_ns;
         let duration_ns = r.varint()?;
+        let parent = match r.varint()? {
+            0 => None,
+            1 => Some(SpanId(r.fixed()?)),
+            p => {
+                in_row.push((i, (p - 2) as usize));
+                None
+            }
+        };
         let name_id = r.varint()?;
         let resource_id = r.varint()?;
         let flags = r.u8()?;
         spans.push(RowSpan {
             span_id,
+            parent,
             start_ns,
             duration_ns,
             name_id,
             resource_id,
-            kind: kind_from_u8(flags & 0x7f),
-            error: flags & 0x80 != 0,
+            kind: kind_from_u8(flags & 7),
+            status: StatusCode::from_i32(i32::from((flags >> 3) & 3)),
         });
     }
+    for (i, p) in in_row {
+        let parent = spans
+            .get(p)
+            .ok_or(CodecError("parent index past the row"))?;
+        spans[i].parent = Some(parent.span_id);
+    }
     Ok((bloom, spans))
-}
-
-/// Key of a span record: trace id then span id, so a trace is one prefix.
-pub fn span_key(trace: &TraceId, span: &SpanId) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..16].copy_from_slice(&trace.0);
-    k[16..].copy_from_slice(&span.0);
-    k
 }
 
 /// Key of a RED row: `service 0 minute(u32 BE) tag [operation]`, tag 0 for
@@ -832,20 +889,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn span_round_trip(span in span_strategy(), rid in any::<u64>(), sid in any::<u64>()) {
-            let b = encode_span(&span, rid, sid);
-            let h = decode_span_head(&b).unwrap();
-            prop_assert_eq!(h.resource_id, rid);
-            prop_assert_eq!(h.scope_id, sid);
-            prop_assert_eq!(h.start_ns, span.start_time_ns);
-            prop_assert_eq!(h.parent, span.parent_span_id);
-            prop_assert_eq!(span_start(&b), Some(span.start_time_ns));
+        fn span_round_trip(span in span_strategy(), row_back in 0u64..1000, sid in any::<u64>()) {
+            let row_start = span.start_time_ns.saturating_sub(row_back);
+            let b = encode_span(&span, sid);
+            let head = RowSpan::of(&span, 7, 9);
+            let row = encode_row(row_start, &[head], &[]);
+            let (_, heads) = decode_row(row_start, &row).unwrap();
+            prop_assert_eq!(heads[0], head);
             let back = decode_span(
                 span.trace_id,
-                span.span_id,
+                &heads[0],
                 &b,
-                |_| Some(span.resource.clone()),
-                |_| Some(span.scope.clone()),
+                |id| (id == 9).then(|| span.resource.clone()),
+                |id| (id == sid).then(|| span.scope.clone()),
+                |id| (id == 7).then(|| span.name.clone()),
             )
             .unwrap();
             prop_assert_eq!(back, span);
@@ -853,9 +910,11 @@ mod tests {
 
         #[test]
         fn truncated_span_records_are_errors_not_panics(span in span_strategy(), cut in 0usize..64) {
-            let b = encode_span(&span, 1, 2);
+            let b = encode_span(&span, 2);
             let cut = cut.min(b.len().saturating_sub(1));
-            let _ = decode_span(span.trace_id, span.span_id, &b[..cut], |_| None, |_| None);
+            let head = RowSpan::of(&span, 1, 1);
+            let r = decode_span(span.trace_id, &head, &b[..cut], |_| None, |_| None, |_| None);
+            prop_assert!(r.is_err());
         }
 
         #[test]
@@ -869,30 +928,58 @@ mod tests {
             if a != b {
                 prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
             }
-            prop_assert_eq!(parse_row_key(&ka), Some((a, TraceId(t))));
+            let row = RowId { start_ns: a, first: SpanId(s) };
+            prop_assert_eq!(parse_row_key(&ka), Some((TraceId(t), row)));
             prop_assert_eq!(parse_row_key(&ka[1..]), None);
+        }
+
+        #[test]
+        fn body_keys_group_by_trace_and_row_and_round_trip(
+            a in any::<u64>(), b in any::<u64>(), pa in any::<u32>(), pb in any::<u32>(),
+            t in proptest::array::uniform16(any::<u8>()), u in proptest::array::uniform16(any::<u8>()),
+            s in proptest::array::uniform8(1u8..),
+        ) {
+            let ra = RowId { start_ns: a, first: SpanId(s) };
+            let rb = RowId { start_ns: b, first: SpanId(s) };
+            let ka = body_key(&TraceId(t), &ra, pa);
+            let kb = body_key(&TraceId(u), &rb, pb);
+            prop_assert!(ka.starts_with(&t));
+            prop_assert_eq!(parse_body_key(&ka), Some((ra, pa)));
+            prop_assert_eq!(parse_body_key(&ka[1..]), None);
+            // Trace first, then row time, then position.
+            prop_assert_eq!(ka.cmp(&kb), (t, a, pa).cmp(&(u, b, pb)));
         }
 
         #[test]
         fn row_round_trip(
             first in 0u64..(1 << 62),
             spans in proptest::collection::vec(
-                (proptest::array::uniform8(1u8..), 0u64..ROW_SPREAD_NS, any::<u64>(),
-                 any::<u64>(), any::<u64>(), 0i32..6, any::<bool>()),
+                (0u64..ROW_SPREAD_NS, any::<u64>(), any::<u64>(), any::<u64>(), 0i32..6, 0i32..3,
+                 0usize..50, proptest::array::uniform8(1u8..)),
                 1..40,
             ),
             hashes in proptest::collection::vec(any::<u64>(), 0..50),
         ) {
+            // Distinct ids; parents in the row, outside it, or none.
+            let ids: Vec<SpanId> = (0..spans.len() as u64)
+                .map(|i| SpanId((i + 1).to_le_bytes()))
+                .collect();
             let mut spans: Vec<RowSpan> = spans
                 .into_iter()
-                .map(|(id, off, d, name, res, kind, error)| RowSpan {
-                    span_id: SpanId(id),
+                .enumerate()
+                .map(|(i, (off, d, name, res, kind, status, p, outside))| RowSpan {
+                    span_id: ids[i],
+                    parent: match p {
+                        0..=9 => None,
+                        10..=19 => Some(SpanId(outside)),
+                        _ => Some(ids[p % ids.len()]),
+                    },
                     start_ns: first + off,
                     duration_ns: d,
                     name_id: name,
                     resource_id: res,
                     kind: SpanKind::from_i32(kind),
-                    error,
+                    status: StatusCode::from_i32(status),
                 })
                 .collect();
             spans.sort_by_key(|s| s.start_ns);
@@ -904,6 +991,15 @@ mod tests {
             for cut in [0, b.len() / 2, b.len() - 1] {
                 prop_assert!(decode_row(first, &b[..cut]).is_err());
             }
+        }
+
+        #[test]
+        fn attr_value_hash_is_the_hash_of_the_text(k in ".{0,8}", v in any_value(), long in 250usize..260) {
+            let want = crate::storage::traces::types::attr_text(&v).map(|t| attr_hash(&k, &t));
+            prop_assert_eq!(attr_value_hash(&k, &v), want);
+            let s = AnyValue::String("x".repeat(long));
+            let want = crate::storage::traces::types::attr_text(&s).map(|t| attr_hash(&k, &t));
+            prop_assert_eq!(attr_value_hash(&k, &s), want);
         }
 
         #[test]

@@ -51,10 +51,10 @@ use rocksdb::{
     Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions, DB,
 };
 
-use super::codec::{self, RowSpan};
+use super::codec::{self, RowId, RowSpan};
 use super::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
 use super::types::*;
-use crate::model::{Resource, Scope, Span, SpanId, SpanKind, TraceId};
+use crate::model::{Resource, Scope, Span, SpanKind, TraceId};
 use crate::storage::{ScanStats, StorageError, StoreLifecycle, StoreStats, TraceStore};
 
 const CF_SPANS: &str = "spans";
@@ -159,9 +159,10 @@ impl Interner {
 /// State of the single writer.
 #[derive(Default)]
 struct WriterState {
-    /// Last minute a service / operation key was written.
-    services: HashMap<String, u64>,
-    operations: HashMap<(String, String, SpanKind), u64>,
+    /// Last minute a service / operation key was written, by interned
+    /// resource (several resources may share a service) and name.
+    services: HashMap<u64, u64>,
+    operations: HashMap<(u64, u64, SpanKind), u64>,
 }
 
 pub struct RocksTraceStore {
@@ -206,13 +207,23 @@ fn cf_options(
     if name == CF_SPANS || name == CF_SUMMARIES {
         t.set_bloom_filter(10.0, false);
     }
+    if name == CF_SPANS {
+        // Trace ids only (the prefix extractor's): traces are read by
+        // prefix, and a filter entry per body would cost more than it saves.
+        t.set_whole_key_filtering(false);
+    }
     o.set_block_based_table_factory(&t);
     let r = retention_ns;
     match name {
         CF_SPANS => {
             o.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
-            o.set_compaction_filter("tern-span-retention", move |_: u32, _: &[u8], v: &[u8]| {
-                keep_if(codec::span_start(v), r)
+            o.set_compaction_filter("tern-span-retention", move |_: u32, k: &[u8], _: &[u8]| {
+                // A body expires with its row.
+                keep_if(
+                    codec::parse_body_key(k)
+                        .map(|(row, _)| row.start_ns.saturating_add(codec::ROW_SPREAD_NS)),
+                    r,
+                )
             });
         }
         CF_SUMMARIES => {
@@ -225,7 +236,8 @@ fn cf_options(
             // A row holds spans starting up to ROW_SPREAD_NS after its key.
             o.set_compaction_filter("tern-row-retention", move |_: u32, k: &[u8], _: &[u8]| {
                 keep_if(
-                    codec::parse_row_key(k).map(|(s, _)| s.saturating_add(codec::ROW_SPREAD_NS)),
+                    codec::parse_row_key(k)
+                        .map(|(_, row)| row.start_ns.saturating_add(codec::ROW_SPREAD_NS)),
                     r,
                 )
             });
@@ -467,27 +479,61 @@ impl RocksTraceStore {
         (rid, sid)
     }
 
-    /// Heads of the stored spans of one trace.
-    fn stored_spans(&self, trace: &TraceId) -> Result<Vec<StoredSpan>, StorageError> {
+    /// The spans of one trace as (row head, body) pairs, at most `max`:
+    /// body keys name their row, read once per row. Without `bodies` the
+    /// bodies are left empty.
+    fn trace_parts(
+        &self,
+        trace: &TraceId,
+        max: usize,
+        bodies: bool,
+    ) -> Result<Vec<(RowSpan, Vec<u8>)>, StorageError> {
         let spans = self.cf(CF_SPANS)?;
+        let rows_cf = self.cf(CF_ROWS)?;
+        let mut rows: HashMap<RowId, Vec<RowSpan>> = HashMap::new();
         let mut out = Vec::new();
-        let int = self.interner.read();
         for item in self.trace_iter(spans, trace) {
             let (k, v) = item.map_err(backend)?;
-            let h = codec::decode_span_head(&v).map_err(backend)?;
-            let span_id = SpanId(k[16..24].try_into().map_err(backend)?);
-            out.push(StoredSpan {
-                span_id,
-                parent: h.parent,
-                service: int.service(h.resource_id).to_string(),
-                start_ns: h.start_ns,
-                error: h.is_error(),
-            });
-            if out.len() >= MAX_STORED_SCAN {
+            let Some((row, pos)) = codec::parse_body_key(&k) else {
+                continue;
+            };
+            let heads = match rows.entry(row) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let key = codec::row_key(row.start_ns, trace, &row.first);
+                    // A row that retention already removed leaves its
+                    // bodies unreadable until they go too.
+                    let heads = match self.db.get_pinned_cf(rows_cf, key).map_err(backend)? {
+                        Some(b) => codec::decode_row(row.start_ns, &b).map_err(backend)?.1,
+                        None => Vec::new(),
+                    };
+                    e.insert(heads)
+                }
+            };
+            if let Some(h) = heads.get(pos as usize) {
+                out.push((*h, if bodies { v.to_vec() } else { Vec::new() }));
+            }
+            if out.len() >= max {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// Heads of the stored spans of one trace.
+    fn stored_spans(&self, trace: &TraceId) -> Result<Vec<StoredSpan>, StorageError> {
+        let parts = self.trace_parts(trace, MAX_STORED_SCAN, false)?;
+        let int = self.interner.read();
+        Ok(parts
+            .iter()
+            .map(|(h, _)| StoredSpan {
+                span_id: h.span_id,
+                parent: h.parent,
+                service: int.service(h.resource_id).to_string(),
+                start_ns: h.start_ns,
+                error: h.is_error(),
+            })
+            .collect())
     }
 
     fn trace_iter<'a>(
@@ -503,26 +549,34 @@ impl RocksTraceStore {
             .iterator_cf_opt(spans, ro, IteratorMode::From(&trace.0, Direction::Forward))
     }
 
-    fn decode(&self, trace: TraceId, span: SpanId, v: &[u8]) -> Result<Span, StorageError> {
+    fn decode(&self, trace: TraceId, head: &RowSpan, body: &[u8]) -> Result<Span, StorageError> {
         let int = self.interner.read();
         codec::decode_span(
             trace,
-            span,
-            v,
+            head,
+            body,
             |id| int.resources.get(&id).map(|(r, _)| r.clone()),
             |id| int.scopes.get(&id).cloned(),
+            |id| int.names.get(&id).map(|n| n.to_string()),
         )
         .map_err(backend)
     }
 
-    fn get_span(&self, trace: &TraceId, span: &SpanId) -> Result<Option<Span>, StorageError> {
+    /// The span at `pos` in row `row` of `trace`, whose head is `head`.
+    fn get_span(
+        &self,
+        trace: &TraceId,
+        row: &RowId,
+        pos: usize,
+        head: &RowSpan,
+    ) -> Result<Option<Span>, StorageError> {
         let spans = self.cf(CF_SPANS)?;
         match self
             .db
-            .get_pinned_cf(spans, codec::span_key(trace, span))
+            .get_pinned_cf(spans, codec::body_key(trace, row, pos as u32))
             .map_err(backend)?
         {
-            Some(v) => self.decode(*trace, *span, &v).map(Some),
+            Some(v) => self.decode(*trace, head, &v).map(Some),
             None => Ok(None),
         }
     }
@@ -542,28 +596,39 @@ impl RocksTraceStore {
         id
     }
 
-    /// Puts the search rows of the new spans of one trace: spans in start
-    /// order, a new row whenever a span starts [`codec::ROW_SPREAD_NS`] or
-    /// more after the row's first span.
+    /// Puts the search rows and span bodies of the new spans of one
+    /// trace (each with its scope id): spans in start order, a new row
+    /// whenever a span starts [`codec::ROW_SPREAD_NS`] or more after the
+    /// row's first span.
     fn put_rows(
         &self,
         trace: &TraceId,
-        mut spans: Vec<(RowSpan, &Span)>,
+        mut spans: Vec<(RowSpan, &Span, u64)>,
         batch: &mut WriteBatch,
         rows: &ColumnFamily,
+        bodies: &ColumnFamily,
     ) {
-        spans.sort_by_key(|(r, _)| (r.start_ns, r.span_id));
-        let mut put = |chunk: &[(RowSpan, &Span)]| {
+        spans.sort_by_key(|(r, _, _)| (r.start_ns, r.span_id));
+        let mut put = |chunk: &[(RowSpan, &Span, u64)]| {
             let first = &chunk[0].0;
+            let row = RowId {
+                start_ns: first.start_ns,
+                first: first.span_id,
+            };
             let mut hashes = Vec::new();
-            for (_, span) in chunk {
-                for (k, v) in &span.attributes {
-                    if let Some(text) = attr_text(v) {
-                        hashes.push(codec::attr_hash(k, &text));
-                    }
-                }
+            for (pos, (_, span, scope_id)) in chunk.iter().enumerate() {
+                batch.put_cf(
+                    bodies,
+                    codec::body_key(trace, &row, pos as u32),
+                    codec::encode_span(span, *scope_id),
+                );
+                hashes.extend(
+                    span.attributes
+                        .iter()
+                        .filter_map(|(k, v)| codec::attr_value_hash(k, v)),
+                );
             }
-            let heads: Vec<RowSpan> = chunk.iter().map(|(r, _)| *r).collect();
+            let heads: Vec<RowSpan> = chunk.iter().map(|(r, _, _)| *r).collect();
             batch.put_cf(
                 rows,
                 codec::row_key(first.start_ns, trace, &first.span_id),
@@ -572,7 +637,9 @@ impl RocksTraceStore {
         };
         let mut from = 0;
         for i in 1..spans.len() {
-            if spans[i].0.start_ns - spans[from].0.start_ns >= codec::ROW_SPREAD_NS {
+            if spans[i].0.start_ns - spans[from].0.start_ns >= codec::ROW_SPREAD_NS
+                || i - from >= codec::MAX_ROW_SPANS
+            {
                 put(&spans[from..i]);
                 from = i;
             }
@@ -635,28 +702,13 @@ impl RocksTraceStore {
                         ids
                     }
                 };
-                batch.put_cf(
-                    spans_cf,
-                    codec::span_key(tid, &span.span_id),
-                    codec::encode_span(span, rid, sid),
-                );
                 let name_id = self.name_id(&span.name, &mut batch, meta_cf);
-                heads.push((
-                    RowSpan {
-                        span_id: span.span_id,
-                        start_ns: span.start_time_ns,
-                        duration_ns: span.duration_ns(),
-                        name_id,
-                        resource_id: rid,
-                        kind: span.kind,
-                        error: span.is_error(),
-                    },
-                    span,
-                ));
-                self.note_names(&mut w, span, &mut batch, meta_cf);
+                let head = RowSpan::of(span, name_id, rid);
+                self.note_names(&mut w, span, &head, &mut batch, meta_cf);
+                heads.push((head, span, sid));
                 added += 1;
             }
-            self.put_rows(tid, heads, &mut batch, rows_cf);
+            self.put_rows(tid, heads, &mut batch, rows_cf, spans_cf);
             batch.put_cf(sums_cf, tid.0, codec::encode_summary(&summary));
         }
         for ((svc, minute, op), agg) in &red {
@@ -690,17 +742,21 @@ impl RocksTraceStore {
         &self,
         w: &mut WriterState,
         span: &Span,
+        head: &RowSpan,
         batch: &mut WriteBatch,
         meta: &ColumnFamily,
     ) {
         let svc = span.service_name();
         let minute = minute_of(span.start_time_ns);
         let seen = span.start_time_ns.to_le_bytes();
-        if w.services.get(svc).is_none_or(|m| *m < minute) {
-            w.services.insert(svc.to_string(), minute);
+        if w.services
+            .get(&head.resource_id)
+            .is_none_or(|m| *m < minute)
+        {
+            w.services.insert(head.resource_id, minute);
             batch.put_cf(meta, meta_key(TAG_SERVICE, &[svc.as_bytes()]), seen);
         }
-        let op_key = (svc.to_string(), span.name.clone(), span.kind);
+        let op_key = (head.resource_id, head.name_id, span.kind);
         if w.operations.get(&op_key).is_none_or(|m| *m < minute) {
             w.operations.insert(op_key, minute);
             batch.put_cf(
@@ -776,9 +832,10 @@ impl RocksTraceStore {
                 return Ok((ranked(best), false));
             }
             let (k, v) = item.map_err(backend)?;
-            let Some((row_start, trace)) = codec::parse_row_key(&k) else {
+            let Some((trace, row)) = codec::parse_row_key(&k) else {
                 continue;
             };
+            let row_start = row.start_ns;
             // Rows further on hold only spans older than the limit-th best.
             if top.len() >= q.limit
                 && top
@@ -789,13 +846,13 @@ impl RocksTraceStore {
             }
             let (bloom, spans) = codec::decode_row(row_start, &v).map_err(backend)?;
             let known = best.get(&trace).copied();
-            for s in spans.iter().rev() {
+            for (pos, s) in spans.iter().enumerate().rev() {
                 if known.is_some_and(|t| t >= s.start_ns) {
                     break;
                 }
                 if s.start_ns < start
                     || s.start_ns >= q.end_ns
-                    || !q.matches_head(s.duration_ns, s.kind, s.error)
+                    || !q.matches_head(s.duration_ns, s.kind, s.is_error())
                     || services
                         .as_ref()
                         .is_some_and(|r| !r.contains(&s.resource_id))
@@ -820,7 +877,7 @@ impl RocksTraceStore {
                     continue;
                 }
                 if verify {
-                    match self.get_span(&trace, &s.span_id)? {
+                    match self.get_span(&trace, &row, pos, s)? {
                         Some(span) if q.matches(&span) => {}
                         _ => continue,
                     }
@@ -891,7 +948,7 @@ impl RocksTraceStore {
             .iterator_cf(rows, IteratorMode::Start)
             .filter(|i| {
                 let (k, _) = i.as_ref().unwrap();
-                codec::parse_row_key(k).is_some_and(|(_, t)| t == *trace)
+                codec::parse_row_key(k).is_some_and(|(t, _)| t == *trace)
             })
             .count()
     }
@@ -939,12 +996,10 @@ impl TraceStore for RocksTraceStore {
     }
 
     fn trace(&self, id: &TraceId) -> Result<Vec<Span>, StorageError> {
-        let spans_cf = self.cf(CF_SPANS)?;
-        let mut out = Vec::new();
-        for item in self.trace_iter(spans_cf, id) {
-            let (k, v) = item.map_err(backend)?;
-            let sid = SpanId(k[16..24].try_into().map_err(backend)?);
-            out.push(self.decode(*id, sid, &v)?);
+        let parts = self.trace_parts(id, usize::MAX, true)?;
+        let mut out = Vec::with_capacity(parts.len());
+        for (h, body) in &parts {
+            out.push(self.decode(*id, h, body)?);
         }
         out.sort_by_key(|s| (s.start_time_ns, s.span_id));
         Ok(out)
@@ -1067,68 +1122,69 @@ impl TraceStore for RocksTraceStore {
         let rows = self.cf(CF_ROWS)?;
         let spans_cf = self.cf(CF_SPANS)?;
         const CHUNK: usize = 4096;
-        let mut heads: Vec<SpanHead> = Vec::with_capacity(CHUNK);
+        let mut heads: Vec<(TraceId, RowId, u32, RowSpan)> = Vec::with_capacity(CHUNK);
         // Returns false once the scan should stop.
-        let mut emit =
-            |heads: &mut Vec<SpanHead>, stats: &mut ScanStats| -> Result<bool, StorageError> {
-                if heads.is_empty() {
-                    return Ok(true);
-                }
-                let batch = std::mem::take(heads);
-                stats.rows += batch.len() as u64;
-                if !q.full {
-                    return Ok(sink(SpanChunk::Heads(batch)));
-                }
-                let keys: Vec<[u8; 24]> = batch
+        let mut emit = |heads: &mut Vec<(TraceId, RowId, u32, RowSpan)>,
+                        stats: &mut ScanStats|
+         -> Result<bool, StorageError> {
+            if heads.is_empty() {
+                return Ok(true);
+            }
+            let batch = std::mem::take(heads);
+            stats.rows += batch.len() as u64;
+            if !q.full {
+                let int = self.interner.read();
+                let heads = batch
                     .iter()
-                    .map(|h| codec::span_key(&h.trace_id, &h.span_id))
+                    .map(|(trace_id, _, _, s)| SpanHead {
+                        trace_id: *trace_id,
+                        span_id: s.span_id,
+                        service: int.service(s.resource_id).to_string(),
+                        name: int.name(s.name_id).to_string(),
+                        start_ns: s.start_ns,
+                        duration_ns: s.duration_ns,
+                        kind: s.kind,
+                        error: s.is_error(),
+                    })
                     .collect();
-                let got = self.db.multi_get_cf(keys.iter().map(|k| (spans_cf, k)));
-                let mut spans = Vec::with_capacity(batch.len());
-                for (h, v) in batch.iter().zip(got) {
-                    if let Some(v) = v.map_err(backend)? {
-                        spans.push(self.decode(h.trace_id, h.span_id, &v)?);
-                    }
+                drop(int);
+                return Ok(sink(SpanChunk::Heads(heads)));
+            }
+            let keys: Vec<[u8; codec::BODY_KEY_LEN]> = batch
+                .iter()
+                .map(|(t, row, pos, _)| codec::body_key(t, row, *pos))
+                .collect();
+            let got = self.db.multi_get_cf(keys.iter().map(|k| (spans_cf, k)));
+            let mut spans = Vec::with_capacity(batch.len());
+            for ((t, _, _, h), v) in batch.iter().zip(got) {
+                if let Some(v) = v.map_err(backend)? {
+                    spans.push(self.decode(*t, h, &v)?);
                 }
-                Ok(sink(SpanChunk::Spans(spans)))
-            };
+            }
+            Ok(sink(SpanChunk::Spans(spans)))
+        };
         let mut ro = ReadOptions::default();
         let lo = start.saturating_sub(codec::ROW_SPREAD_NS - 1);
         ro.set_iterate_lower_bound(lo.to_be_bytes().to_vec());
         ro.set_iterate_upper_bound(q.end_ns.to_be_bytes().to_vec());
         stats.partitions = 1;
-        let mut row_heads: Vec<SpanHead> = Vec::new();
         'rows: for item in self.db.iterator_cf_opt(rows, ro, IteratorMode::Start) {
             let (k, v) = item.map_err(backend)?;
-            let Some((row_start, trace_id)) = codec::parse_row_key(&k) else {
+            let Some((trace_id, row)) = codec::parse_row_key(&k) else {
                 continue;
             };
-            let (_, spans) = codec::decode_row(row_start, &v).map_err(backend)?;
-            {
-                let int = self.interner.read();
-                row_heads.extend(
-                    spans
-                        .iter()
-                        .filter(|s| {
-                            s.start_ns >= start
-                                && s.start_ns < q.end_ns
-                                && services.as_ref().is_none_or(|r| r.contains(&s.resource_id))
-                                && name_id.is_none_or(|id| id == s.name_id)
-                        })
-                        .map(|s| SpanHead {
-                            trace_id,
-                            span_id: s.span_id,
-                            service: int.service(s.resource_id).to_string(),
-                            name: int.name(s.name_id).to_string(),
-                            start_ns: s.start_ns,
-                            duration_ns: s.duration_ns,
-                            kind: s.kind,
-                            error: s.error,
-                        }),
-                );
-            }
-            for h in row_heads.drain(..) {
-                heads.push(h);
+            let (_, spans) = codec::decode_row(row.start_ns, &v).map_err(backend)?;
+            for (pos, s) in spans.into_iter().enumerate() {
+                if s.start_ns < start
+                    || s.start_ns >= q.end_ns
+                    || services
+                        .as_ref()
+                        .is_some_and(|r| !r.contains(&s.resource_id))
+                    || name_id.is_some_and(|id| id != s.name_id)
+                {
+                    continue;
+                }
+                heads.push((trace_id, row, pos as u32, s));
                 let produced = stats.rows as usize + heads.len();
                 // At the limit, the emit after the loop sends what is left.
                 if produced >= limit || (heads.len() >= CHUNK && !emit(&mut heads, &mut stats)?) {
@@ -1214,6 +1270,7 @@ impl TraceStore for RocksTraceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SpanId;
     use crate::storage::suite;
 
     fn open(dir: &std::path::Path) -> RocksTraceStore {
