@@ -1,17 +1,20 @@
 //! The RocksDB trace store.
 //!
 //! Column families:
-//! - `spans`: `trace id | span id` → span record ([`codec::encode_span`]);
-//!   a trace is one prefix scan.
+//! - `spans`: span bodies ([`codec::encode_span`]: what the span's row
+//!   does not hold) keyed `trace id | row start | row first span id |
+//!   position in the row` ([`codec::body_key`]): a trace is one prefix
+//!   scan plus one read per row for the heads, and the bodies of one row
+//!   share all but the last bytes of their keys.
 //! - `summaries`: `trace id` → [`TraceSummary`], updated as spans arrive.
 //! - `rows`: search rows, one per trace and write batch (split so that a
 //!   row's spans start less than [`codec::ROW_SPREAD_NS`] after its first),
 //!   keyed `first start | trace id | first span id`. A row holds each
-//!   span's id, start, duration, interned name and resource, kind and error
-//!   flag, and one Bloom filter over the `key=value` span attributes of all
-//!   its spans ([`codec::encode_row`]). Searches scan rows newest first and
+//!   span's id, start, duration, parent, interned name and resource, kind
+//!   and status, and one Bloom filter over the `key=value` span attributes
+//!   of all its spans ([`codec::encode_row`]). Searches scan rows newest first and
 //!   decide every filter from the row except span attributes the Bloom
-//!   filter may hold, for which the span record is read; SQL span heads
+//!   filter may hold, for which the span body is read; SQL span heads
 //!   come from rows alone.
 //! - `stats`: `R service minute operation` RED aggregates and
 //!   `D minute caller callee` dependency counts, summed by a merge operator.
@@ -20,9 +23,10 @@
 //!   (`n`), services (`s`) and operations (`o`) with the last time they
 //!   were seen.
 //!
-//! Format: version 2 (search rows instead of one index entry per span,
-//! service, operation and attribute). A directory written by another
-//! version is refused at open, not read.
+//! Format: version 2 (search rows and span bodies instead of whole span
+//! records and one index entry per span, service, operation and
+//! attribute). A directory written by another version is refused at open,
+//! not read.
 //!
 //! Durability: RocksDB's own WAL is off (tern's WAL covers the gap). Every
 //! batch carries its sequence number in the same `WriteBatch`, and all
@@ -203,7 +207,13 @@ fn cf_options(
     o.set_periodic_compaction_seconds(86_400);
     let mut t = BlockBasedOptions::default();
     t.set_block_cache(cache);
-    t.set_block_size(if name == CF_SPANS { 32 << 10 } else { 16 << 10 });
+    // Larger blocks for what is read in runs (a trace's bodies, rows in
+    // time order) give block compression more context.
+    t.set_block_size(match name {
+        CF_SPANS => 64 << 10,
+        CF_ROWS => 32 << 10,
+        _ => 16 << 10,
+    });
     if name == CF_SPANS || name == CF_SUMMARIES {
         t.set_bloom_filter(10.0, false);
     }
