@@ -440,7 +440,7 @@ pub fn decode_agg(b: &[u8]) -> Result<Agg, CodecError> {
 
 /// Longest gap between the first and any other span start of one search
 /// row: a row keyed at `t` holds spans starting in `[t, t + ROW_SPREAD_NS)`.
-pub const ROW_SPREAD_NS: u64 = 10_000_000_000;
+pub const ROW_SPREAD_NS: u64 = 1_000_000_000;
 
 /// Length of a search row key: `first start u64 BE | trace id | first span id`.
 pub const ROW_KEY_LEN: usize = 8 + 16 + 8;

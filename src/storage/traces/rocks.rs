@@ -1328,6 +1328,71 @@ mod tests {
     }
 
     #[test]
+    fn spans_far_apart_split_rows_and_rank_by_their_latest_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let t0 = now_ns() - 60 * 1_000_000_000;
+        let sec = 1_000_000_000;
+        // Trace 1: spans at 0, 0.5 s (one row), 3 s and 10 s (a row each),
+        // each the child of the one before.
+        let mut a: Vec<Span> = [0, sec / 2, 3 * sec, 10 * sec]
+            .iter()
+            .enumerate()
+            .map(|(i, off)| suite::span(1, i as u8 + 1, t0 + off, "api"))
+            .collect();
+        for i in 1..a.len() {
+            a[i].parent_span_id = Some(a[i - 1].span_id);
+        }
+        // Trace 2: one span at 5 s.
+        let b = suite::span(2, 1, t0 + 5 * sec, "api");
+        s.write(1, a.iter().cloned().chain([b]).collect()).unwrap();
+        let id = TraceId([1; 16]);
+        assert_eq!(s.rows_of(&id), 3);
+        assert_eq!(s.trace(&id).unwrap(), a, "spans and parents across rows");
+        let q = |start: u64, end: u64, limit: usize| {
+            let found = s
+                .search(&TraceSearch {
+                    service: Some("api".into()),
+                    start_ns: start,
+                    end_ns: end,
+                    limit,
+                    ..Default::default()
+                })
+                .unwrap();
+            assert!(found.complete);
+            found
+                .traces
+                .iter()
+                .map(|t| t.trace_id.0[0])
+                .collect::<Vec<_>>()
+        };
+        let end = t0 + 20 * sec;
+        assert_eq!(
+            q(t0, end, 10),
+            vec![1, 2],
+            "trace 1's latest span is at 10 s"
+        );
+        assert_eq!(q(t0, end, 1), vec![1]);
+        assert_eq!(
+            q(t0, t0 + 6 * sec, 10),
+            vec![2, 1],
+            "before 6 s: 5 s beats 3 s"
+        );
+        assert_eq!(q(t0, t0 + 6 * sec, 1), vec![2]);
+        assert_eq!(q(t0 + 4 * sec, t0 + 6 * sec, 10), vec![2]);
+        assert_eq!(q(t0 + 6 * sec, end, 10), vec![1]);
+        // A late span joins its trace in a new row; a duplicate is dropped.
+        let mut late = suite::span(1, 9, t0 + 4 * sec, "db");
+        late.parent_span_id = Some(a[2].span_id);
+        s.write(2, vec![late.clone(), a[0].clone()]).unwrap();
+        assert_eq!(s.rows_of(&id), 4);
+        let back = s.trace(&id).unwrap();
+        assert_eq!(back.len(), 5);
+        assert_eq!(back[3], late);
+        assert_eq!(s.summary(&id).unwrap().unwrap().span_count, 5);
+    }
+
+    #[test]
     fn unflushed_batches_are_not_reported_durable() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
