@@ -667,6 +667,11 @@ pub fn encode_row(first_start: u64, spans: &[RowSpan], bloom: &[u8]) -> Vec<u8> 
     out
 }
 
+/// The Bloom filter of a search row, without decoding its spans.
+pub fn row_bloom(b: &[u8]) -> Result<&[u8], CodecError> {
+    Reader::new(b).bytes()
+}
+
 /// Decodes a search row into its Bloom filter and spans.
 pub fn decode_row(first_start: u64, b: &[u8]) -> Result<(&[u8], Vec<RowSpan>), CodecError> {
     let mut r = Reader::new(b);
@@ -987,6 +992,7 @@ mod tests {
             let b = encode_row(first, &spans, &f);
             let (back_f, back) = decode_row(first, &b).unwrap();
             prop_assert_eq!(back_f, &f[..]);
+            prop_assert_eq!(row_bloom(&b).unwrap(), &f[..]);
             prop_assert_eq!(back, spans);
             for cut in [0, b.len() / 2, b.len() - 1] {
                 prop_assert!(decode_row(first, &b[..cut]).is_err());

@@ -854,6 +854,14 @@ impl RocksTraceStore {
             {
                 break;
             }
+            // An attribute on no resource and not in the Bloom filter rules
+            // the whole row out before its spans are decoded.
+            let bloom = codec::row_bloom(&v).map_err(backend)?;
+            if attrs.iter().any(|(h, on_resource)| {
+                on_resource.is_empty() && !codec::bloom_may_contain(bloom, *h)
+            }) {
+                continue;
+            }
             let (bloom, spans) = codec::decode_row(row_start, &v).map_err(backend)?;
             let known = best.get(&trace).copied();
             for (pos, s) in spans.iter().enumerate().rev() {
