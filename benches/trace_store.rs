@@ -12,7 +12,8 @@
 //!   SST bytes per span of each column family.
 //! - `trace_by_id`: p50/p99 latency of reading whole traces.
 //! - `search`: p50/p99 latency of a service + minimum duration search
-//!   (limit 20, last hour).
+//!   (limit 20, last hour), and of a search for a rare span attribute value
+//!   (one `user.id` of 100k, last hour: fewer hits than the limit).
 //!
 //! Sizes come from environment variables so CI can run it small:
 //! `TERN_BENCH_OTLP_SPANS` (default 1,000,000), `TERN_BENCH_STORE_SPANS`
@@ -517,6 +518,33 @@ fn store_bench(total: u64, queries: u64) {
         "{}",
         serde_json::json!({
             "bench": "search_service_min_duration",
+            "queries": lat.len(),
+            "avg_hits": hits as f64 / lat.len() as f64,
+            "p50_ms": pct(&mut lat, 0.5),
+            "p99_ms": pct(&mut lat, 0.99),
+        })
+    );
+
+    // A rare span attribute value (one of 100k users) over the last hour:
+    // fewer hits than the limit, so the whole hour is scanned.
+    let mut lat = Vec::new();
+    let mut hits = 0;
+    for i in 0..queries.min(50) {
+        let q = TraceSearch {
+            attributes: vec![("user.id".into(), format!("user-{}", i * 997 % 100_000))],
+            start_ns: end - 3_600_000_000_000,
+            end_ns: end + 1,
+            limit: 20,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        hits += store.search(&q).unwrap().traces.len();
+        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "search_rare_attribute",
             "queries": lat.len(),
             "avg_hits": hits as f64 / lat.len() as f64,
             "p50_ms": pct(&mut lat, 0.5),

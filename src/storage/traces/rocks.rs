@@ -833,16 +833,21 @@ impl RocksTraceStore {
         // Latest matching start per trace, and the `limit` best of them.
         let mut best: HashMap<TraceId, u64> = HashMap::new();
         let mut top: std::collections::BTreeSet<(u64, TraceId)> = Default::default();
-        for (n, item) in self
-            .db
-            .iterator_cf_opt(rows, ro, IteratorMode::End)
-            .enumerate()
-        {
+        // A raw iterator lends keys and values without copying them.
+        let mut it = self.db.raw_iterator_cf_opt(rows, ro);
+        for n in 0usize.. {
+            if n == 0 {
+                it.seek_to_last();
+            } else {
+                it.prev();
+            }
             if n % 64 == 63 && q.deadline_passed() {
                 return Ok((ranked(best), false));
             }
-            let (k, v) = item.map_err(backend)?;
-            let Some((trace, row)) = codec::parse_row_key(&k) else {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let Some((trace, row)) = codec::parse_row_key(k) else {
                 continue;
             };
             let row_start = row.start_ns;
@@ -856,13 +861,13 @@ impl RocksTraceStore {
             }
             // An attribute on no resource and not in the Bloom filter rules
             // the whole row out before its spans are decoded.
-            let bloom = codec::row_bloom(&v).map_err(backend)?;
+            let bloom = codec::row_bloom(v).map_err(backend)?;
             if attrs.iter().any(|(h, on_resource)| {
                 on_resource.is_empty() && !codec::bloom_may_contain(bloom, *h)
             }) {
                 continue;
             }
-            let (bloom, spans) = codec::decode_row(row_start, &v).map_err(backend)?;
+            let (bloom, spans) = codec::decode_row(row_start, v).map_err(backend)?;
             let known = best.get(&trace).copied();
             for (pos, s) in spans.iter().enumerate().rev() {
                 if known.is_some_and(|t| t >= s.start_ns) {
@@ -910,6 +915,7 @@ impl RocksTraceStore {
                 break;
             }
         }
+        it.status().map_err(backend)?;
         Ok((ranked(best), true))
     }
 
