@@ -94,23 +94,22 @@ fn trace_codec(c: &mut Criterion) {
     let spans = spans();
     let mut g = c.benchmark_group("trace_codec");
     g.throughput(Throughput::Elements(spans.len() as u64));
-    g.bench_function("span_key_and_index_keys_512", |b| {
+    g.bench_function("row_key_and_body_key_512", |b| {
         b.iter(|| {
-            for s in &spans {
-                black_box(codec::span_key(&s.trace_id, &s.span_id));
-                black_box(codec::index_key(
-                    b"Scheckout\0",
-                    s.start_time_ns,
-                    &s.trace_id,
-                    &s.span_id,
-                ));
+            for (i, s) in spans.iter().enumerate() {
+                let row = codec::RowId {
+                    start_ns: s.start_time_ns,
+                    first: s.span_id,
+                };
+                black_box(codec::row_key(s.start_time_ns, &s.trace_id, &s.span_id));
+                black_box(codec::body_key(&s.trace_id, &row, i as u32));
             }
         })
     });
     g.bench_function("encode_span_512", |b| {
         b.iter(|| {
             for s in &spans {
-                black_box(codec::encode_span(s, 1, 1));
+                black_box(codec::encode_span(s, 1));
             }
         })
     });

@@ -8,10 +8,12 @@
 //! - `store_load`: spans written directly into a `RocksTraceStore` with a
 //!   realistic mix (10 services, 50 operations, trees of 4–40 spans, 5–15
 //!   attributes with some high-cardinality values), then flushed and
-//!   compacted: stored bytes per span from the data directory size.
+//!   compacted: stored bytes per span from the data directory size, and
+//!   SST bytes per span of each column family.
 //! - `trace_by_id`: p50/p99 latency of reading whole traces.
 //! - `search`: p50/p99 latency of a service + minimum duration search
-//!   (limit 20, last hour).
+//!   (limit 20, last hour), and of a search for a rare span attribute value
+//!   (one `user.id` of 100k, last hour: fewer hits than the limit).
 //!
 //! Sizes come from environment variables so CI can run it small:
 //! `TERN_BENCH_OTLP_SPANS` (default 1,000,000), `TERN_BENCH_STORE_SPANS`
@@ -456,6 +458,14 @@ fn store_bench(total: u64, queries: u64) {
     let load = started.elapsed();
     store.compact_all().unwrap();
     let bytes = dir_bytes(&opts.path);
+    let per_cf: serde_json::Map<String, serde_json::Value> = store
+        .column_family_sizes()
+        .into_iter()
+        .map(|(name, b)| {
+            let per_span = (b as f64 / written as f64 * 10.0).round() / 10.0;
+            (name.to_string(), serde_json::json!(per_span))
+        })
+        .collect();
     println!(
         "{}",
         serde_json::json!({
@@ -465,6 +475,7 @@ fn store_bench(total: u64, queries: u64) {
             "load_spans_per_sec": (written as f64 / load.as_secs_f64()).round(),
             "disk_bytes": bytes,
             "bytes_per_span": (bytes as f64 / written as f64 * 10.0).round() / 10.0,
+            "sst_bytes_per_span_by_column_family": per_cf,
         })
     );
 
@@ -507,6 +518,33 @@ fn store_bench(total: u64, queries: u64) {
         "{}",
         serde_json::json!({
             "bench": "search_service_min_duration",
+            "queries": lat.len(),
+            "avg_hits": hits as f64 / lat.len() as f64,
+            "p50_ms": pct(&mut lat, 0.5),
+            "p99_ms": pct(&mut lat, 0.99),
+        })
+    );
+
+    // A rare span attribute value (one of 100k users) over the last hour:
+    // fewer hits than the limit, so the whole hour is scanned.
+    let mut lat = Vec::new();
+    let mut hits = 0;
+    for i in 0..queries.min(50) {
+        let q = TraceSearch {
+            attributes: vec![("user.id".into(), format!("user-{}", i * 997 % 100_000))],
+            start_ns: end - 3_600_000_000_000,
+            end_ns: end + 1,
+            limit: 20,
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        hits += store.search(&q).unwrap().traces.len();
+        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "search_rare_attribute",
             "queries": lat.len(),
             "avg_hits": hits as f64 / lat.len() as f64,
             "p50_ms": pct(&mut lat, 0.5),

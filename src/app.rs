@@ -281,7 +281,11 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
                 ))
                 .add_routes(routes)
                 .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(grpc_listener),
+                    // Without TCP_NODELAY, Nagle's algorithm holds back the
+                    // small HTTP/2 frames (window updates, responses) that
+                    // a client waits for before sending more.
+                    tonic::transport::server::TcpIncoming::from(grpc_listener)
+                        .with_nodelay(Some(true)),
                     stop.cancelled_owned(),
                 )
                 .await

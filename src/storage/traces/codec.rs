@@ -9,12 +9,14 @@
 //! The start time leads so that the retention filter reads it without
 //! decoding; the head (through the scope id) is decodable on its own.
 //!
-//! Index keys end in `start_ns u64 BE | trace id | span id` (32 bytes), so
-//! the time and ids are read from the end whatever the prefix holds.
+//! Search rows (one per trace and batch, split when spans start
+//! [`ROW_SPREAD_NS`] apart) are keyed `first start u64 BE | trace id |
+//! first span id` and hold a Bloom filter of the spans' attributes and
+//! compact span heads ([`encode_row`]).
 
 use std::sync::Arc;
 
-use super::types::{Agg, Histogram, TraceSummary};
+use super::types::{Agg, Histogram, TraceSummary, MAX_INDEXED_VALUE};
 use crate::model::{
     AnyValue, Attributes, Resource, Scope, Span, SpanEvent, SpanId, SpanKind, SpanLink, Status,
     StatusCode, TraceId,
@@ -240,41 +242,10 @@ fn kind_from_u8(k: u8) -> SpanKind {
     SpanKind::from_i32(i32::from(k))
 }
 
-/// The leading fields of a span record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpanHead {
-    pub start_ns: u64,
-    pub duration_ns: u64,
-    pub parent: Option<SpanId>,
-    pub kind: SpanKind,
-    pub status: StatusCode,
-    pub resource_id: u64,
-    pub scope_id: u64,
-}
-
-impl SpanHead {
-    pub fn is_error(&self) -> bool {
-        self.status == StatusCode::Error
-    }
-}
-
-/// Encodes a span whose resource and scope were interned as the given ids.
-pub fn encode_span(span: &Span, resource_id: u64, scope_id: u64) -> Vec<u8> {
+/// Encodes the body of a span, what its search row does not hold.
+pub fn encode_span(span: &Span, scope_id: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
-    out.extend_from_slice(&span.start_time_ns.to_le_bytes());
-    put_varint(&mut out, span.duration_ns());
-    match span.parent_span_id {
-        Some(p) => {
-            out.push(1);
-            out.extend_from_slice(&p.0);
-        }
-        None => out.push(0),
-    }
-    out.push(span.kind.as_i32() as u8);
-    out.push(span.status.code.as_i32() as u8);
-    put_varint(&mut out, resource_id);
     put_varint(&mut out, scope_id);
-    put_bytes(&mut out, span.name.as_bytes());
     put_bytes(&mut out, span.status.message.as_bytes());
     put_bytes(&mut out, span.trace_state.as_bytes());
     put_varint(&mut out, u64::from(span.flags));
@@ -304,48 +275,26 @@ pub fn encode_span(span: &Span, resource_id: u64, scope_id: u64) -> Vec<u8> {
     out
 }
 
-fn head(r: &mut Reader<'_>) -> Result<SpanHead, CodecError> {
-    let start_ns = u64::from_le_bytes(r.fixed()?);
-    let duration_ns = r.varint()?;
-    let parent = match r.u8()? {
-        0 => None,
-        1 => Some(SpanId(r.fixed()?)),
-        _ => return Err(CodecError("bad parent flag")),
-    };
-    Ok(SpanHead {
-        start_ns,
-        duration_ns,
-        parent,
-        kind: kind_from_u8(r.u8()?),
-        status: StatusCode::from_i32(i32::from(r.u8()?)),
-        resource_id: r.varint()?,
-        scope_id: r.varint()?,
-    })
-}
-
-/// Decodes only the head of a span record.
-pub fn decode_span_head(b: &[u8]) -> Result<SpanHead, CodecError> {
-    head(&mut Reader::new(b))
-}
-
-/// The start time of a span record (the retention filter's view).
+/// The little-endian time a record starts with (the retention filter's
+/// view of summaries and last-seen entries).
 pub fn span_start(b: &[u8]) -> Option<u64> {
     b.get(..8)
         .and_then(|s| s.try_into().ok())
         .map(u64::from_le_bytes)
 }
 
-/// Decodes a span record; `lookup` resolves resource and scope ids.
+/// Decodes a span from its row head and body; the closures resolve the
+/// interned resource, scope and name ids.
 pub fn decode_span(
     trace_id: TraceId,
-    span_id: SpanId,
+    head: &RowSpan,
     b: &[u8],
     resource: impl FnOnce(u64) -> Option<Arc<Resource>>,
     scope: impl FnOnce(u64) -> Option<Arc<Scope>>,
+    name: impl FnOnce(u64) -> Option<String>,
 ) -> Result<Span, CodecError> {
     let mut r = Reader::new(b);
-    let h = head(&mut r)?;
-    let name = r.string()?;
+    let scope_id = r.varint()?;
     let message = r.string()?;
     let trace_state = r.string()?;
     let flags = r.varint()? as u32;
@@ -356,7 +305,7 @@ pub fn decode_span(
     for _ in 0..n {
         let delta = unzigzag(r.varint()?);
         events.push(SpanEvent {
-            time_ns: (h.start_ns as i64).wrapping_add(delta) as u64,
+            time_ns: (head.start_ns as i64).wrapping_add(delta) as u64,
             name: r.string()?,
             attributes: attrs(&mut r)?,
             dropped_attributes_count: r.varint()? as u32,
@@ -377,17 +326,17 @@ pub fn decode_span(
     }
     let dropped_links_count = r.varint()? as u32;
     Ok(Span {
-        resource: resource(h.resource_id).ok_or(CodecError("unknown resource id"))?,
-        scope: scope(h.scope_id).ok_or(CodecError("unknown scope id"))?,
+        resource: resource(head.resource_id).ok_or(CodecError("unknown resource id"))?,
+        scope: scope(scope_id).ok_or(CodecError("unknown scope id"))?,
         trace_id,
-        span_id,
-        parent_span_id: h.parent,
+        span_id: head.span_id,
+        parent_span_id: head.parent,
         trace_state,
         flags,
-        name,
-        kind: h.kind,
-        start_time_ns: h.start_ns,
-        end_time_ns: h.start_ns.saturating_add(h.duration_ns),
+        name: name(head.name_id).ok_or(CodecError("unknown name id"))?,
+        kind: head.kind,
+        start_time_ns: head.start_ns,
+        end_time_ns: head.start_ns.saturating_add(head.duration_ns),
         attributes,
         dropped_attributes_count,
         events,
@@ -395,7 +344,7 @@ pub fn decode_span(
         links,
         dropped_links_count,
         status: Status {
-            code: h.status,
+            code: head.status,
             message,
         },
     })
@@ -489,71 +438,286 @@ pub fn decode_agg(b: &[u8]) -> Result<Agg, CodecError> {
     })
 }
 
-/// Index key prefixes (first byte of keys in the index column family).
-pub mod prefix {
-    /// `S service 0 | suffix` → duration, kind, error.
-    pub const SERVICE: u8 = b'S';
-    /// `O service 0 operation 0 | suffix` → duration, kind, error.
-    pub const OPERATION: u8 = b'O';
-    /// `A key 0 value 0 | suffix` (span attributes) → duration, kind, error.
-    pub const ATTRIBUTE: u8 = b'A';
-    /// `T | suffix` → duration, kind, error.
-    pub const TIME: u8 = b'T';
+/// Longest gap between the first and any other span start of one search
+/// row: a row keyed at `t` holds spans starting in `[t, t + ROW_SPREAD_NS)`.
+pub const ROW_SPREAD_NS: u64 = 1_000_000_000;
+
+/// Length of a search row key: `first start u64 BE | trace id | first span id`.
+pub const ROW_KEY_LEN: usize = 8 + 16 + 8;
+
+/// Key of a search row: the start of its first (earliest) span, the trace,
+/// and the first span's id (unique within the trace, so two rows of one
+/// trace never collide).
+pub fn row_key(start_ns: u64, trace: &TraceId, first: &SpanId) -> [u8; ROW_KEY_LEN] {
+    let mut k = [0u8; ROW_KEY_LEN];
+    k[..8].copy_from_slice(&start_ns.to_be_bytes());
+    k[8..24].copy_from_slice(&trace.0);
+    k[24..].copy_from_slice(&first.0);
+    k
 }
 
-/// Length of the `start | trace | span` suffix of index keys.
-pub const SUFFIX_LEN: usize = 8 + 16 + 8;
-
-/// An index key prefix: the tag byte, then each part followed by a 0 byte.
-pub fn index_prefix(tag: u8, parts: &[&str]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + parts.iter().map(|p| p.len() + 1).sum::<usize>());
-    k.push(tag);
-    for p in parts {
-        k.extend_from_slice(p.as_bytes());
-        k.push(0);
+/// Reads a search row key back: the trace and the row's id.
+pub fn parse_row_key(k: &[u8]) -> Option<(TraceId, RowId)> {
+    if k.len() != ROW_KEY_LEN {
+        return None;
     }
-    k
+    let start_ns = u64::from_be_bytes(k[..8].try_into().ok()?);
+    Some((
+        TraceId(k[8..24].try_into().ok()?),
+        RowId {
+            start_ns,
+            first: SpanId(k[24..].try_into().ok()?),
+        },
+    ))
 }
 
-/// Appends the `start | trace | span` suffix.
-pub fn index_key(prefix: &[u8], start_ns: u64, trace: &TraceId, span: &SpanId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + SUFFIX_LEN);
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(&start_ns.to_be_bytes());
-    k.extend_from_slice(&trace.0);
-    k.extend_from_slice(&span.0);
-    k
+/// A search row within its trace: the start and id of its first span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RowId {
+    pub start_ns: u64,
+    pub first: SpanId,
 }
 
-/// Reads the `start | trace | span` suffix of an index key.
-pub fn index_suffix(key: &[u8]) -> Option<(u64, TraceId, SpanId)> {
-    let s = key.len().checked_sub(SUFFIX_LEN).map(|i| &key[i..])?;
-    let start = u64::from_be_bytes(s[..8].try_into().ok()?);
-    let trace = TraceId(s[8..24].try_into().ok()?);
-    let span = SpanId(s[24..].try_into().ok()?);
-    Some((start, trace, span))
-}
+/// Most spans in one row (positions are u32 in body keys).
+pub const MAX_ROW_SPANS: usize = 1 << 16;
 
-/// The value of an index entry: duration, kind and error flag.
-pub fn index_value(duration_ns: u64, kind: SpanKind, error: bool) -> Vec<u8> {
-    let mut v = Vec::with_capacity(10);
-    v.push(kind.as_i32() as u8 | if error { 0x80 } else { 0 });
-    put_varint(&mut v, duration_ns);
-    v
-}
+/// Length of a span body key: `trace id | row start u64 BE | row first
+/// span id | position in the row u32 BE`.
+pub const BODY_KEY_LEN: usize = 16 + 8 + 8 + 4;
 
-pub fn decode_index_value(b: &[u8]) -> Result<(u64, SpanKind, bool), CodecError> {
-    let mut r = Reader::new(b);
-    let flags = r.u8()?;
-    Ok((r.varint()?, kind_from_u8(flags & 0x7f), flags & 0x80 != 0))
-}
-
-/// Key of a span record: trace id then span id, so a trace is one prefix.
-pub fn span_key(trace: &TraceId, span: &SpanId) -> [u8; 24] {
-    let mut k = [0u8; 24];
+/// Key of a span body: a trace is one prefix, and the bodies of one row
+/// share all but the last bytes, which block prefix compression removes.
+pub fn body_key(trace: &TraceId, row: &RowId, position: u32) -> [u8; BODY_KEY_LEN] {
+    let mut k = [0u8; BODY_KEY_LEN];
     k[..16].copy_from_slice(&trace.0);
-    k[16..].copy_from_slice(&span.0);
+    k[16..24].copy_from_slice(&row.start_ns.to_be_bytes());
+    k[24..32].copy_from_slice(&row.first.0);
+    k[32..].copy_from_slice(&position.to_be_bytes());
     k
+}
+
+/// Reads a span body key back: the row and the position in it.
+pub fn parse_body_key(k: &[u8]) -> Option<(RowId, u32)> {
+    if k.len() != BODY_KEY_LEN {
+        return None;
+    }
+    let row = RowId {
+        start_ns: u64::from_be_bytes(k[16..24].try_into().ok()?),
+        first: SpanId(k[24..32].try_into().ok()?),
+    };
+    Some((row, u32::from_be_bytes(k[32..].try_into().ok()?)))
+}
+
+/// One span in a search row: everything a search filter or a span head
+/// needs except span attributes, which the row's Bloom filter stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowSpan {
+    pub span_id: SpanId,
+    pub parent: Option<SpanId>,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    /// Interned span name.
+    pub name_id: u64,
+    /// Interned resource (which gives the service and resource attributes).
+    pub resource_id: u64,
+    pub kind: SpanKind,
+    pub status: StatusCode,
+}
+
+impl RowSpan {
+    /// The head of `span` with its name and resource interned as given.
+    pub fn of(span: &Span, name_id: u64, resource_id: u64) -> RowSpan {
+        RowSpan {
+            span_id: span.span_id,
+            parent: span.parent_span_id,
+            start_ns: span.start_time_ns,
+            duration_ns: span.duration_ns(),
+            name_id,
+            resource_id,
+            kind: span.kind,
+            status: span.status.code,
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.status == StatusCode::Error
+    }
+}
+
+/// Bits per distinct attribute in a row's Bloom filter (about 2 % false
+/// positives with [`BLOOM_PROBES`] probes).
+const BLOOM_BITS_PER_ITEM: usize = 8;
+const BLOOM_PROBES: u64 = 5;
+
+/// The hash of an attribute `key=value` (value in its [`attr_text`] form)
+/// used by row Bloom filters: FNV-1a 64 with a final avalanche, fixed
+/// forever because it is on disk.
+///
+/// [`attr_text`]: super::types::attr_text
+pub fn attr_hash(key: &str, value: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: u8| {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    for &b in key.as_bytes() {
+        eat(b);
+    }
+    eat(0xff);
+    for &b in value.as_bytes() {
+        eat(b);
+    }
+    // splitmix64 finaliser.
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// [`attr_hash`] of an attribute, `None` when its value is not searchable:
+/// the same as hashing its [`attr_text`] without allocating for strings,
+/// integers and booleans.
+///
+/// [`attr_text`]: super::types::attr_text
+pub fn attr_value_hash(key: &str, v: &AnyValue) -> Option<u64> {
+    use std::io::Write;
+    match v {
+        AnyValue::String(s) if s.len() <= MAX_INDEXED_VALUE => Some(attr_hash(key, s)),
+        AnyValue::Int(i) => {
+            let mut buf = [0u8; 24];
+            let mut w = &mut buf[..];
+            write!(w, "{i}").ok()?;
+            let n = 24 - w.len();
+            Some(attr_hash(key, std::str::from_utf8(&buf[..n]).ok()?))
+        }
+        AnyValue::Bool(b) => Some(attr_hash(key, if *b { "true" } else { "false" })),
+        other => super::types::attr_text(other).map(|t| attr_hash(key, &t)),
+    }
+}
+
+fn bloom_bits(hash: u64, m: u64) -> impl Iterator<Item = u64> {
+    let (h1, h2) = (hash & 0xffff_ffff, (hash >> 32) | 1);
+    (0..BLOOM_PROBES).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % m)
+}
+
+/// A Bloom filter over attribute hashes.
+pub fn bloom(hashes: &[u64]) -> Vec<u8> {
+    let mut distinct = hashes.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.is_empty() {
+        return Vec::new();
+    }
+    let bytes = (distinct.len() * BLOOM_BITS_PER_ITEM).div_ceil(8);
+    let mut f = vec![0u8; bytes];
+    let m = (bytes * 8) as u64;
+    for h in distinct {
+        for bit in bloom_bits(h, m) {
+            f[(bit / 8) as usize] |= 1 << (bit % 8);
+        }
+    }
+    f
+}
+
+/// Whether a Bloom filter may hold `hash` (never false for one it holds).
+pub fn bloom_may_contain(filter: &[u8], hash: u64) -> bool {
+    if filter.is_empty() {
+        return false;
+    }
+    let m = (filter.len() * 8) as u64;
+    bloom_bits(hash, m).all(|bit| filter[(bit / 8) as usize] & (1 << (bit % 8)) != 0)
+}
+
+/// Encodes a search row: `bloom length | bloom | span count`, then per
+/// span, in start order, `span id 8 B | start − previous start | duration |
+/// parent | name id | resource id | kind + 8 × status` (varints). The
+/// parent is 0 for none, 2 + its index when it is in the row, else 1 and
+/// its 8-byte id. `spans` must be sorted by start and start at or after
+/// `first_start`.
+pub fn encode_row(first_start: u64, spans: &[RowSpan], bloom: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bloom.len() + 4 + spans.len() * 24);
+    put_bytes(&mut out, bloom);
+    put_varint(&mut out, spans.len() as u64);
+    let position: std::collections::HashMap<SpanId, usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
+    let mut prev = first_start;
+    for s in spans {
+        out.extend_from_slice(&s.span_id.0);
+        put_varint(&mut out, s.start_ns.wrapping_sub(prev));
+        prev = s.start_ns;
+        put_varint(&mut out, s.duration_ns);
+        match s.parent {
+            None => out.push(0),
+            Some(p) => match position.get(&p) {
+                Some(i) => put_varint(&mut out, 2 + *i as u64),
+                None => {
+                    out.push(1);
+                    out.extend_from_slice(&p.0);
+                }
+            },
+        }
+        put_varint(&mut out, s.name_id);
+        put_varint(&mut out, s.resource_id);
+        out.push(s.kind.as_i32() as u8 & 7 | ((s.status.as_i32() as u8 & 3) << 3));
+    }
+    out
+}
+
+/// The Bloom filter of a search row, without decoding its spans.
+pub fn row_bloom(b: &[u8]) -> Result<&[u8], CodecError> {
+    Reader::new(b).bytes()
+}
+
+/// Decodes a search row into its Bloom filter and spans.
+pub fn decode_row(first_start: u64, b: &[u8]) -> Result<(&[u8], Vec<RowSpan>), CodecError> {
+    let mut r = Reader::new(b);
+    let bloom = r.bytes()?;
+    let n = r.varint()? as usize;
+    // Every span takes at least 14 bytes.
+    if n > b.len() / 14 {
+        return Err(CodecError("row span count past the end"));
+    }
+    let mut spans = Vec::with_capacity(n);
+    let mut in_row: Vec<(usize, usize)> = Vec::new();
+    let mut prev = first_start;
+    for i in 0..n {
+        let span_id = SpanId(r.fixed()?);
+        let start_ns = prev.wrapping_add(r.varint()?);
+        prev = start_ns;
+        let duration_ns = r.varint()?;
+        let parent = match r.varint()? {
+            0 => None,
+            1 => Some(SpanId(r.fixed()?)),
+            p => {
+                in_row.push((i, (p - 2) as usize));
+                None
+            }
+        };
+        let name_id = r.varint()?;
+        let resource_id = r.varint()?;
+        let flags = r.u8()?;
+        spans.push(RowSpan {
+            span_id,
+            parent,
+            start_ns,
+            duration_ns,
+            name_id,
+            resource_id,
+            kind: kind_from_u8(flags & 7),
+            status: StatusCode::from_i32(i32::from((flags >> 3) & 3)),
+        });
+    }
+    for (i, p) in in_row {
+        let parent = spans
+            .get(p)
+            .ok_or(CodecError("parent index past the row"))?;
+        spans[i].parent = Some(parent.span_id);
+    }
+    Ok((bloom, spans))
 }
 
 /// Key of a RED row: `service 0 minute(u32 BE) tag [operation]`, tag 0 for
@@ -730,20 +894,20 @@ mod tests {
 
     proptest! {
         #[test]
-        fn span_round_trip(span in span_strategy(), rid in any::<u64>(), sid in any::<u64>()) {
-            let b = encode_span(&span, rid, sid);
-            let h = decode_span_head(&b).unwrap();
-            prop_assert_eq!(h.resource_id, rid);
-            prop_assert_eq!(h.scope_id, sid);
-            prop_assert_eq!(h.start_ns, span.start_time_ns);
-            prop_assert_eq!(h.parent, span.parent_span_id);
-            prop_assert_eq!(span_start(&b), Some(span.start_time_ns));
+        fn span_round_trip(span in span_strategy(), row_back in 0u64..1000, sid in any::<u64>()) {
+            let row_start = span.start_time_ns.saturating_sub(row_back);
+            let b = encode_span(&span, sid);
+            let head = RowSpan::of(&span, 7, 9);
+            let row = encode_row(row_start, &[head], &[]);
+            let (_, heads) = decode_row(row_start, &row).unwrap();
+            prop_assert_eq!(heads[0], head);
             let back = decode_span(
                 span.trace_id,
-                span.span_id,
+                &heads[0],
                 &b,
-                |_| Some(span.resource.clone()),
-                |_| Some(span.scope.clone()),
+                |id| (id == 9).then(|| span.resource.clone()),
+                |id| (id == sid).then(|| span.scope.clone()),
+                |id| (id == 7).then(|| span.name.clone()),
             )
             .unwrap();
             prop_assert_eq!(back, span);
@@ -751,29 +915,108 @@ mod tests {
 
         #[test]
         fn truncated_span_records_are_errors_not_panics(span in span_strategy(), cut in 0usize..64) {
-            let b = encode_span(&span, 1, 2);
+            let b = encode_span(&span, 2);
             let cut = cut.min(b.len().saturating_sub(1));
-            let _ = decode_span(span.trace_id, span.span_id, &b[..cut], |_| None, |_| None);
+            let head = RowSpan::of(&span, 1, 1);
+            let r = decode_span(span.trace_id, &head, &b[..cut], |_| None, |_| None, |_| None);
+            prop_assert!(r.is_err());
         }
 
         #[test]
-        fn index_keys_sort_by_time_and_round_trip(
-            svc in "[a-z]{1,8}",
+        fn row_keys_sort_by_time_and_round_trip(
             a in any::<u64>(), b in any::<u64>(),
-            t in proptest::array::uniform16(1u8..), s in proptest::array::uniform8(1u8..),
+            t in proptest::array::uniform16(any::<u8>()), u in proptest::array::uniform16(any::<u8>()),
+            s in proptest::array::uniform8(1u8..),
         ) {
-            let p = index_prefix(prefix::SERVICE, &[&svc]);
-            let ka = index_key(&p, a, &TraceId(t), &SpanId(s));
-            let kb = index_key(&p, b, &TraceId(t), &SpanId(s));
-            prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
-            prop_assert!(ka.starts_with(&p));
-            prop_assert_eq!(index_suffix(&ka), Some((a, TraceId(t), SpanId(s))));
+            let ka = row_key(a, &TraceId(t), &SpanId(s));
+            let kb = row_key(b, &TraceId(u), &SpanId(s));
+            if a != b {
+                prop_assert_eq!(ka.cmp(&kb), a.cmp(&b));
+            }
+            let row = RowId { start_ns: a, first: SpanId(s) };
+            prop_assert_eq!(parse_row_key(&ka), Some((TraceId(t), row)));
+            prop_assert_eq!(parse_row_key(&ka[1..]), None);
         }
 
         #[test]
-        fn index_value_round_trip(d in any::<u64>(), k in 0i32..6, e in any::<bool>()) {
-            let kind = SpanKind::from_i32(k);
-            prop_assert_eq!(decode_index_value(&index_value(d, kind, e)).unwrap(), (d, kind, e));
+        fn body_keys_group_by_trace_and_row_and_round_trip(
+            a in any::<u64>(), b in any::<u64>(), pa in any::<u32>(), pb in any::<u32>(),
+            t in proptest::array::uniform16(any::<u8>()), u in proptest::array::uniform16(any::<u8>()),
+            s in proptest::array::uniform8(1u8..),
+        ) {
+            let ra = RowId { start_ns: a, first: SpanId(s) };
+            let rb = RowId { start_ns: b, first: SpanId(s) };
+            let ka = body_key(&TraceId(t), &ra, pa);
+            let kb = body_key(&TraceId(u), &rb, pb);
+            prop_assert!(ka.starts_with(&t));
+            prop_assert_eq!(parse_body_key(&ka), Some((ra, pa)));
+            prop_assert_eq!(parse_body_key(&ka[1..]), None);
+            // Trace first, then row time, then position.
+            prop_assert_eq!(ka.cmp(&kb), (t, a, pa).cmp(&(u, b, pb)));
+        }
+
+        #[test]
+        fn row_round_trip(
+            first in 0u64..(1 << 62),
+            spans in proptest::collection::vec(
+                (0u64..ROW_SPREAD_NS, any::<u64>(), any::<u64>(), any::<u64>(), 0i32..6, 0i32..3,
+                 0usize..50, proptest::array::uniform8(1u8..)),
+                1..40,
+            ),
+            hashes in proptest::collection::vec(any::<u64>(), 0..50),
+        ) {
+            // Distinct ids; parents in the row, outside it, or none.
+            let ids: Vec<SpanId> = (0..spans.len() as u64)
+                .map(|i| SpanId((i + 1).to_le_bytes()))
+                .collect();
+            let mut spans: Vec<RowSpan> = spans
+                .into_iter()
+                .enumerate()
+                .map(|(i, (off, d, name, res, kind, status, p, outside))| RowSpan {
+                    span_id: ids[i],
+                    parent: match p {
+                        0..=9 => None,
+                        10..=19 => Some(SpanId(outside)),
+                        _ => Some(ids[p % ids.len()]),
+                    },
+                    start_ns: first + off,
+                    duration_ns: d,
+                    name_id: name,
+                    resource_id: res,
+                    kind: SpanKind::from_i32(kind),
+                    status: StatusCode::from_i32(status),
+                })
+                .collect();
+            spans.sort_by_key(|s| s.start_ns);
+            let f = bloom(&hashes);
+            let b = encode_row(first, &spans, &f);
+            let (back_f, back) = decode_row(first, &b).unwrap();
+            prop_assert_eq!(back_f, &f[..]);
+            prop_assert_eq!(row_bloom(&b).unwrap(), &f[..]);
+            prop_assert_eq!(back, spans);
+            for cut in [0, b.len() / 2, b.len() - 1] {
+                prop_assert!(decode_row(first, &b[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn attr_value_hash_is_the_hash_of_the_text(k in ".{0,8}", v in any_value(), long in 250usize..260) {
+            let want = crate::storage::traces::types::attr_text(&v).map(|t| attr_hash(&k, &t));
+            prop_assert_eq!(attr_value_hash(&k, &v), want);
+            let s = AnyValue::String("x".repeat(long));
+            let want = crate::storage::traces::types::attr_text(&s).map(|t| attr_hash(&k, &t));
+            prop_assert_eq!(attr_value_hash(&k, &s), want);
+        }
+
+        #[test]
+        fn bloom_holds_what_was_added(
+            items in proptest::collection::vec(("[a-z.]{1,12}", "[a-z0-9]{0,8}"), 0..60),
+        ) {
+            let hashes: Vec<u64> = items.iter().map(|(k, v)| attr_hash(k, v)).collect();
+            let f = bloom(&hashes);
+            for h in &hashes {
+                prop_assert!(bloom_may_contain(&f, *h));
+            }
         }
 
         #[test]
@@ -822,6 +1065,22 @@ mod tests {
             };
             prop_assert_eq!(decode_summary(s.trace_id, &encode_summary(&s)).unwrap(), s);
         }
+    }
+
+    #[test]
+    fn bloom_rejects_most_absent_attributes() {
+        let hashes: Vec<u64> = (0..200)
+            .map(|i| attr_hash("user.id", &format!("user-{i}")))
+            .collect();
+        let f = bloom(&hashes);
+        assert_eq!(f.len(), 200, "8 bits per distinct item");
+        let false_positives = (1000..11_000)
+            .filter(|i| bloom_may_contain(&f, attr_hash("user.id", &format!("user-{i}"))))
+            .count();
+        assert!(false_positives < 400, "{false_positives} of 10000");
+        assert!(!bloom_may_contain(&[], attr_hash("k", "v")));
+        // The key and the value are hashed apart.
+        assert_ne!(attr_hash("ab", "c"), attr_hash("a", "bc"));
     }
 
     #[test]

@@ -1,17 +1,32 @@
 //! The RocksDB trace store.
 //!
 //! Column families:
-//! - `spans`: `trace id | span id` → span record ([`codec::encode_span`]);
-//!   a trace is one prefix scan.
+//! - `spans`: span bodies ([`codec::encode_span`]: what the span's row
+//!   does not hold) keyed `trace id | row start | row first span id |
+//!   position in the row` ([`codec::body_key`]): a trace is one prefix
+//!   scan plus one read per row for the heads, and the bodies of one row
+//!   share all but the last bytes of their keys.
 //! - `summaries`: `trace id` → [`TraceSummary`], updated as spans arrive.
-//! - `index`: search entries `S service`, `O service operation`,
-//!   `A key value` (span attributes), `T` (every span), each followed by
-//!   `start | trace id | span id` and holding duration, kind and error flag.
+//! - `rows`: search rows, one per trace and write batch (split so that a
+//!   row's spans start less than [`codec::ROW_SPREAD_NS`] after its first),
+//!   keyed `first start | trace id | first span id`. A row holds each
+//!   span's id, start, duration, parent, interned name and resource, kind
+//!   and status, and one Bloom filter over the `key=value` span attributes
+//!   of all its spans ([`codec::encode_row`]). Searches scan rows newest first and
+//!   decide every filter from the row except span attributes the Bloom
+//!   filter may hold, for which the span body is read; SQL span heads
+//!   come from rows alone.
 //! - `stats`: `R service minute operation` RED aggregates and
 //!   `D minute caller callee` dependency counts, summed by a merge operator.
-//! - `meta`: the durable WAL sequence number, the span count, interned
-//!   resources (`r`) and scopes (`c`), services (`s`) and operations (`o`)
-//!   with the last time they were seen.
+//! - `meta`: the format version, the durable WAL sequence number, the
+//!   span count, interned resources (`r`), scopes (`c`) and span names
+//!   (`n`), services (`s`) and operations (`o`) with the last time they
+//!   were seen.
+//!
+//! Format: version 2 (search rows and span bodies instead of whole span
+//! records and one index entry per span, service, operation and
+//! attribute). A directory written by another version is refused at open,
+//! not read.
 //!
 //! Durability: RocksDB's own WAL is off (tern's WAL covers the gap). Every
 //! batch carries its sequence number in the same `WriteBatch`, and all
@@ -19,13 +34,14 @@
 //! prefix of the batches together with the sequence number that covers it.
 //!
 //! Retention: one compaction filter per column family drops records older
-//! than the retention (span start, summary end, index start, stats minute,
-//! service last seen), and periodic compaction makes RocksDB revisit files
+//! than the retention (span start, summary end, row start plus the row
+//! spread, stats minute, service last seen), and periodic compaction makes
+//! RocksDB revisit files
 //! at least daily, so expiry never needs a scan. Queries clamp their time
 //! ranges to the retention window so expired data not yet compacted away
 //! is not reported.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,25 +55,29 @@ use rocksdb::{
     Options, ReadOptions, SliceTransform, WriteBatch, WriteOptions, DB,
 };
 
-use super::codec::{self, prefix};
+use super::codec::{self, RowId, RowSpan};
 use super::plan::{plan_trace, DepDelta, RedDelta, StoredSpan};
 use super::types::*;
-use crate::model::{Resource, Scope, Span, SpanId, SpanKind, TraceId};
+use crate::model::{Resource, Scope, Span, SpanKind, TraceId};
 use crate::storage::{ScanStats, StorageError, StoreLifecycle, StoreStats, TraceStore};
 
 const CF_SPANS: &str = "spans";
 const CF_SUMMARIES: &str = "summaries";
-const CF_INDEX: &str = "index";
+const CF_ROWS: &str = "rows";
 const CF_STATS: &str = "stats";
 const CF_META: &str = "meta";
-const CFS: [&str; 5] = [CF_SPANS, CF_SUMMARIES, CF_INDEX, CF_STATS, CF_META];
+const CFS: [&str; 5] = [CF_SPANS, CF_SUMMARIES, CF_ROWS, CF_STATS, CF_META];
 
 const META_SEQ: &[u8] = b"#seq";
 const META_COUNT: &[u8] = b"#count";
+const META_FORMAT: &[u8] = b"#format";
+/// On-disk format version; a store written in another one is not opened.
+const FORMAT: u64 = 2;
 const TAG_RESOURCE: u8 = b'r';
 const TAG_SCOPE: u8 = b'c';
 const TAG_SERVICE: u8 = b's';
 const TAG_OPERATION: u8 = b'o';
+const TAG_NAME: u8 = b'n';
 
 /// Most spans of one trace read back to plan a late batch of that trace.
 const MAX_STORED_SCAN: usize = 200_000;
@@ -102,21 +122,35 @@ struct Interner {
     resources: HashMap<u64, (Arc<Resource>, String)>,
     scope_ids: HashMap<Vec<u8>, u64>,
     scopes: HashMap<u64, Arc<Scope>>,
-    /// Attribute keys seen on any resource (searches on them cannot use
-    /// the span attribute index).
-    resource_keys: std::collections::HashSet<String>,
+    /// Span names (operations) by id and back.
+    names: HashMap<u64, Arc<str>>,
+    name_ids: HashMap<Arc<str>, u64>,
 }
 
 impl Interner {
     fn add_resource(&mut self, id: u64, bytes: Vec<u8>, r: Resource) {
-        for (k, _) in &r.attributes {
-            if !self.resource_keys.contains(k) {
-                self.resource_keys.insert(k.clone());
-            }
-        }
         let svc = r.service_name().to_string();
         self.resources.insert(id, (Arc::new(r), svc));
         self.resource_ids.insert(bytes, id);
+    }
+
+    fn add_name(&mut self, id: u64, name: &str) {
+        let name: Arc<str> = Arc::from(name);
+        self.names.insert(id, name.clone());
+        self.name_ids.insert(name, id);
+    }
+
+    fn name(&self, id: u64) -> &str {
+        self.names.get(&id).map_or("", |n| n)
+    }
+
+    /// Ids of the resources whose attributes satisfy `f`.
+    fn resources_where(&self, f: impl Fn(&Resource, &str) -> bool) -> HashSet<u64> {
+        self.resources
+            .iter()
+            .filter(|(_, (r, svc))| f(r, svc))
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     fn service(&self, id: u64) -> &str {
@@ -129,9 +163,10 @@ impl Interner {
 /// State of the single writer.
 #[derive(Default)]
 struct WriterState {
-    /// Last minute a service / operation key was written.
-    services: HashMap<String, u64>,
-    operations: HashMap<(String, String, SpanKind), u64>,
+    /// Last minute a service / operation key was written, by interned
+    /// resource (several resources may share a service) and name.
+    services: HashMap<u64, u64>,
+    operations: HashMap<(u64, u64, SpanKind), u64>,
 }
 
 pub struct RocksTraceStore {
@@ -142,6 +177,13 @@ pub struct RocksTraceStore {
     written: AtomicU64,
     durable: AtomicU64,
     records: AtomicU64,
+}
+
+/// Traces by their latest matching start, latest first.
+fn ranked(best: HashMap<TraceId, u64>) -> Vec<(u64, TraceId)> {
+    let mut v: Vec<(u64, TraceId)> = best.into_iter().map(|(t, s)| (s, t)).collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v
 }
 
 /// The oldest timestamp kept under `retention_ns` right now.
@@ -165,17 +207,33 @@ fn cf_options(
     o.set_periodic_compaction_seconds(86_400);
     let mut t = BlockBasedOptions::default();
     t.set_block_cache(cache);
-    t.set_block_size(if name == CF_SPANS { 32 << 10 } else { 16 << 10 });
+    // Larger blocks for what is read in runs (a trace's bodies, rows in
+    // time order) give block compression more context.
+    t.set_block_size(match name {
+        CF_SPANS => 64 << 10,
+        CF_ROWS => 32 << 10,
+        _ => 16 << 10,
+    });
     if name == CF_SPANS || name == CF_SUMMARIES {
         t.set_bloom_filter(10.0, false);
+    }
+    if name == CF_SPANS {
+        // Trace ids only (the prefix extractor's): traces are read by
+        // prefix, and a filter entry per body would cost more than it saves.
+        t.set_whole_key_filtering(false);
     }
     o.set_block_based_table_factory(&t);
     let r = retention_ns;
     match name {
         CF_SPANS => {
             o.set_prefix_extractor(SliceTransform::create_fixed_prefix(16));
-            o.set_compaction_filter("tern-span-retention", move |_: u32, _: &[u8], v: &[u8]| {
-                keep_if(codec::span_start(v), r)
+            o.set_compaction_filter("tern-span-retention", move |_: u32, k: &[u8], _: &[u8]| {
+                // A body expires with its row.
+                keep_if(
+                    codec::parse_body_key(k)
+                        .map(|(row, _)| row.start_ns.saturating_add(codec::ROW_SPREAD_NS)),
+                    r,
+                )
             });
         }
         CF_SUMMARIES => {
@@ -184,9 +242,14 @@ fn cf_options(
                 move |_: u32, _: &[u8], v: &[u8]| keep_if(codec::summary_end(v), r),
             );
         }
-        CF_INDEX => {
-            o.set_compaction_filter("tern-index-retention", move |_: u32, k: &[u8], _: &[u8]| {
-                keep_if(codec::index_suffix(k).map(|(s, _, _)| s), r)
+        CF_ROWS => {
+            // A row holds spans starting up to ROW_SPREAD_NS after its key.
+            o.set_compaction_filter("tern-row-retention", move |_: u32, k: &[u8], _: &[u8]| {
+                keep_if(
+                    codec::parse_row_key(k)
+                        .map(|(_, row)| row.start_ns.saturating_add(codec::ROW_SPREAD_NS)),
+                    r,
+                )
             });
         }
         CF_STATS => {
@@ -300,11 +363,39 @@ impl RocksTraceStore {
                 .and_then(|v| v.get(..8).and_then(|s| s.try_into().ok()))
                 .map_or(0, u64::from_le_bytes))
         };
+        let format = read_u64(META_FORMAT)?;
+        let empty = self
+            .db
+            .iterator_cf(self.cf(CF_SPANS)?, IteratorMode::Start)
+            .next()
+            .is_none();
+        if format != FORMAT && !(format == 0 && empty) {
+            return Err(StorageError::Backend(format!(
+                "trace store format {format} is not {FORMAT}: move the old trace directory away"
+            )));
+        }
+        if format == 0 {
+            self.db
+                .put_cf(meta, META_FORMAT, FORMAT.to_le_bytes())
+                .map_err(backend)?;
+        }
         let seq = read_u64(META_SEQ)?;
         self.durable.store(seq, Ordering::SeqCst);
         self.written.store(seq, Ordering::SeqCst);
         self.records.store(read_u64(META_COUNT)?, Ordering::SeqCst);
         let mut int = self.interner.write();
+        for item in self.db.prefix_iterator_cf(meta, [TAG_NAME]) {
+            let (k, v) = item.map_err(backend)?;
+            if k.first() != Some(&TAG_NAME) {
+                break;
+            }
+            let id = k
+                .get(1..9)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| backend("bad interned name key"))?;
+            int.add_name(id, std::str::from_utf8(&v).map_err(backend)?);
+        }
         for tag in [TAG_RESOURCE, TAG_SCOPE] {
             for item in self.db.prefix_iterator_cf(meta, [tag]) {
                 let (k, v) = item.map_err(backend)?;
@@ -346,6 +437,25 @@ impl RocksTraceStore {
         Ok(())
     }
 
+    /// Bytes in SST files per column family (benchmarks and diagnostics).
+    pub fn column_family_sizes(&self) -> Vec<(&'static str, u64)> {
+        CFS.iter()
+            .map(|name| {
+                let bytes = self
+                    .cf(name)
+                    .ok()
+                    .and_then(|cf| {
+                        self.db
+                            .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+                            .ok()
+                            .flatten()
+                    })
+                    .unwrap_or(0);
+                (*name, bytes)
+            })
+            .collect()
+    }
+
     /// Interns resource and scope of `span`, adding new ones to `batch`.
     fn intern(&self, span: &Span, batch: &mut WriteBatch, meta: &ColumnFamily) -> (u64, u64) {
         let rb = codec::encode_resource(&span.resource);
@@ -379,27 +489,61 @@ impl RocksTraceStore {
         (rid, sid)
     }
 
-    /// Heads of the stored spans of one trace.
-    fn stored_spans(&self, trace: &TraceId) -> Result<Vec<StoredSpan>, StorageError> {
+    /// The spans of one trace as (row head, body) pairs, at most `max`:
+    /// body keys name their row, read once per row. Without `bodies` the
+    /// bodies are left empty.
+    fn trace_parts(
+        &self,
+        trace: &TraceId,
+        max: usize,
+        bodies: bool,
+    ) -> Result<Vec<(RowSpan, Vec<u8>)>, StorageError> {
         let spans = self.cf(CF_SPANS)?;
+        let rows_cf = self.cf(CF_ROWS)?;
+        let mut rows: HashMap<RowId, Vec<RowSpan>> = HashMap::new();
         let mut out = Vec::new();
-        let int = self.interner.read();
         for item in self.trace_iter(spans, trace) {
             let (k, v) = item.map_err(backend)?;
-            let h = codec::decode_span_head(&v).map_err(backend)?;
-            let span_id = SpanId(k[16..24].try_into().map_err(backend)?);
-            out.push(StoredSpan {
-                span_id,
-                parent: h.parent,
-                service: int.service(h.resource_id).to_string(),
-                start_ns: h.start_ns,
-                error: h.is_error(),
-            });
-            if out.len() >= MAX_STORED_SCAN {
+            let Some((row, pos)) = codec::parse_body_key(&k) else {
+                continue;
+            };
+            let heads = match rows.entry(row) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let key = codec::row_key(row.start_ns, trace, &row.first);
+                    // A row that retention already removed leaves its
+                    // bodies unreadable until they go too.
+                    let heads = match self.db.get_pinned_cf(rows_cf, key).map_err(backend)? {
+                        Some(b) => codec::decode_row(row.start_ns, &b).map_err(backend)?.1,
+                        None => Vec::new(),
+                    };
+                    e.insert(heads)
+                }
+            };
+            if let Some(h) = heads.get(pos as usize) {
+                out.push((*h, if bodies { v.to_vec() } else { Vec::new() }));
+            }
+            if out.len() >= max {
                 break;
             }
         }
         Ok(out)
+    }
+
+    /// Heads of the stored spans of one trace.
+    fn stored_spans(&self, trace: &TraceId) -> Result<Vec<StoredSpan>, StorageError> {
+        let parts = self.trace_parts(trace, MAX_STORED_SCAN, false)?;
+        let int = self.interner.read();
+        Ok(parts
+            .iter()
+            .map(|(h, _)| StoredSpan {
+                span_id: h.span_id,
+                parent: h.parent,
+                service: int.service(h.resource_id).to_string(),
+                start_ns: h.start_ns,
+                error: h.is_error(),
+            })
+            .collect())
     }
 
     fn trace_iter<'a>(
@@ -415,52 +559,112 @@ impl RocksTraceStore {
             .iterator_cf_opt(spans, ro, IteratorMode::From(&trace.0, Direction::Forward))
     }
 
-    fn decode(&self, trace: TraceId, span: SpanId, v: &[u8]) -> Result<Span, StorageError> {
+    fn decode(&self, trace: TraceId, head: &RowSpan, body: &[u8]) -> Result<Span, StorageError> {
         let int = self.interner.read();
         codec::decode_span(
             trace,
-            span,
-            v,
+            head,
+            body,
             |id| int.resources.get(&id).map(|(r, _)| r.clone()),
             |id| int.scopes.get(&id).cloned(),
+            |id| int.names.get(&id).map(|n| n.to_string()),
         )
         .map_err(backend)
     }
 
-    fn get_span(&self, trace: &TraceId, span: &SpanId) -> Result<Option<Span>, StorageError> {
+    /// The span at `pos` in row `row` of `trace`, whose head is `head`.
+    fn get_span(
+        &self,
+        trace: &TraceId,
+        row: &RowId,
+        pos: usize,
+        head: &RowSpan,
+    ) -> Result<Option<Span>, StorageError> {
         let spans = self.cf(CF_SPANS)?;
         match self
             .db
-            .get_pinned_cf(spans, codec::span_key(trace, span))
+            .get_pinned_cf(spans, codec::body_key(trace, row, pos as u32))
             .map_err(backend)?
         {
-            Some(v) => self.decode(*trace, *span, &v).map(Some),
+            Some(v) => self.decode(*trace, head, &v).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Puts the index entries of one span.
-    fn index_span(&self, span: &Span, batch: &mut WriteBatch, index: &ColumnFamily) {
-        let v = codec::index_value(span.duration_ns(), span.kind, span.is_error());
-        let (t, s, start) = (&span.trace_id, &span.span_id, span.start_time_ns);
-        let svc = span.service_name();
-        let mut put = |p: Vec<u8>| batch.put_cf(index, codec::index_key(&p, start, t, s), &v);
-        put(codec::index_prefix(prefix::TIME, &[]));
-        put(codec::index_prefix(prefix::SERVICE, &[svc]));
-        put(codec::index_prefix(prefix::OPERATION, &[svc, &span.name]));
-        for (k, val) in &span.attributes {
-            if let Some(text) = attr_text(val) {
-                put(codec::index_prefix(prefix::ATTRIBUTE, &[k, &text]));
+    /// The id of span name `name`, interning it in `batch` when new.
+    fn name_id(&self, name: &str, batch: &mut WriteBatch, meta: &ColumnFamily) -> u64 {
+        if let Some(id) = self.interner.read().name_ids.get(name) {
+            return *id;
+        }
+        let mut int = self.interner.write();
+        if let Some(id) = int.name_ids.get(name) {
+            return *id;
+        }
+        let id = int.names.len() as u64 + 1;
+        batch.put_cf(meta, meta_key(TAG_NAME, &[&id.to_be_bytes()]), name);
+        int.add_name(id, name);
+        id
+    }
+
+    /// Puts the search rows and span bodies of the new spans of one
+    /// trace (each with its scope id): spans in start order, a new row
+    /// whenever a span starts [`codec::ROW_SPREAD_NS`] or more after the
+    /// row's first span.
+    fn put_rows(
+        &self,
+        trace: &TraceId,
+        mut spans: Vec<(RowSpan, &Span, u64)>,
+        batch: &mut WriteBatch,
+        rows: &ColumnFamily,
+        bodies: &ColumnFamily,
+    ) {
+        spans.sort_by_key(|(r, _, _)| (r.start_ns, r.span_id));
+        let mut put = |chunk: &[(RowSpan, &Span, u64)]| {
+            let first = &chunk[0].0;
+            let row = RowId {
+                start_ns: first.start_ns,
+                first: first.span_id,
+            };
+            let mut hashes = Vec::new();
+            for (pos, (_, span, scope_id)) in chunk.iter().enumerate() {
+                batch.put_cf(
+                    bodies,
+                    codec::body_key(trace, &row, pos as u32),
+                    codec::encode_span(span, *scope_id),
+                );
+                hashes.extend(
+                    span.attributes
+                        .iter()
+                        .filter_map(|(k, v)| codec::attr_value_hash(k, v)),
+                );
             }
+            let heads: Vec<RowSpan> = chunk.iter().map(|(r, _, _)| *r).collect();
+            batch.put_cf(
+                rows,
+                codec::row_key(first.start_ns, trace, &first.span_id),
+                codec::encode_row(first.start_ns, &heads, &codec::bloom(&hashes)),
+            );
+        };
+        let mut from = 0;
+        for i in 1..spans.len() {
+            if spans[i].0.start_ns - spans[from].0.start_ns >= codec::ROW_SPREAD_NS
+                || i - from >= codec::MAX_ROW_SPANS
+            {
+                put(&spans[from..i]);
+                from = i;
+            }
+        }
+        if from < spans.len() {
+            put(&spans[from..]);
         }
     }
 
     fn write_batch(&self, seq: u64, spans: Vec<Span>) -> Result<(), StorageError> {
         let mut w = self.writer.lock();
-        let (spans_cf, sums_cf, index_cf, stats_cf, meta_cf) = (
+        let (spans_cf, sums_cf, rows_cf, stats_cf, meta_cf) = (
             self.cf(CF_SPANS)?,
             self.cf(CF_SUMMARIES)?,
-            self.cf(CF_INDEX)?,
+            self.cf(CF_ROWS)?,
             self.cf(CF_STATS)?,
             self.cf(CF_META)?,
         );
@@ -496,6 +700,7 @@ impl RocksTraceStore {
             if accepted.is_empty() {
                 continue;
             }
+            let mut heads = Vec::with_capacity(accepted.len());
             for i in accepted {
                 let span = group[i];
                 let key = (Arc::as_ptr(&span.resource), Arc::as_ptr(&span.scope));
@@ -507,15 +712,13 @@ impl RocksTraceStore {
                         ids
                     }
                 };
-                batch.put_cf(
-                    spans_cf,
-                    codec::span_key(tid, &span.span_id),
-                    codec::encode_span(span, rid, sid),
-                );
-                self.index_span(span, &mut batch, index_cf);
-                self.note_names(&mut w, span, &mut batch, meta_cf);
+                let name_id = self.name_id(&span.name, &mut batch, meta_cf);
+                let head = RowSpan::of(span, name_id, rid);
+                self.note_names(&mut w, span, &head, &mut batch, meta_cf);
+                heads.push((head, span, sid));
                 added += 1;
             }
+            self.put_rows(tid, heads, &mut batch, rows_cf, spans_cf);
             batch.put_cf(sums_cf, tid.0, codec::encode_summary(&summary));
         }
         for ((svc, minute, op), agg) in &red {
@@ -549,17 +752,21 @@ impl RocksTraceStore {
         &self,
         w: &mut WriterState,
         span: &Span,
+        head: &RowSpan,
         batch: &mut WriteBatch,
         meta: &ColumnFamily,
     ) {
         let svc = span.service_name();
         let minute = minute_of(span.start_time_ns);
         let seen = span.start_time_ns.to_le_bytes();
-        if w.services.get(svc).is_none_or(|m| *m < minute) {
-            w.services.insert(svc.to_string(), minute);
+        if w.services
+            .get(&head.resource_id)
+            .is_none_or(|m| *m < minute)
+        {
+            w.services.insert(head.resource_id, minute);
             batch.put_cf(meta, meta_key(TAG_SERVICE, &[svc.as_bytes()]), seen);
         }
-        let op_key = (svc.to_string(), span.name.clone(), span.kind);
+        let op_key = (head.resource_id, head.name_id, span.kind);
         if w.operations.get(&op_key).is_none_or(|m| *m < minute) {
             w.operations.insert(op_key, minute);
             batch.put_cf(
@@ -577,57 +784,139 @@ impl RocksTraceStore {
         }
     }
 
-    /// Index scan for a search: newest first within `[start, end)`.
-    fn scan(
+    /// Row scan for a search: rows newest first, each span checked against
+    /// the filters the row decides (time, duration, kind, error, service,
+    /// operation, resource attributes, attributes absent from the row's
+    /// Bloom filter); a span whose attributes the filter may hold is read
+    /// and checked in full. Returns each matching trace with the start of
+    /// its latest matching span, latest first.
+    fn scan_rows(
         &self,
         q: &TraceSearch,
-        index_prefix: Vec<u8>,
-        verify: bool,
         start: u64,
-        end: u64,
-    ) -> Result<(Vec<TraceId>, bool), StorageError> {
-        let index = self.cf(CF_INDEX)?;
+    ) -> Result<(Vec<(u64, TraceId)>, bool), StorageError> {
+        let (services, name_id, attrs) = {
+            let int = self.interner.read();
+            let services = q
+                .service
+                .as_deref()
+                .map(|svc| int.resources_where(|_, s| s == svc));
+            let name_id = match q.operation.as_deref() {
+                Some(op) => match int.name_ids.get(op) {
+                    Some(id) => Some(*id),
+                    None => return Ok((vec![], true)),
+                },
+                None => None,
+            };
+            let attrs: Vec<(u64, HashSet<u64>)> = q
+                .attributes
+                .iter()
+                .map(|(k, v)| {
+                    let on_resource = int.resources_where(|r, _| {
+                        r.attributes
+                            .iter()
+                            .any(|(rk, rv)| rk == k && attr_text(rv).as_deref() == Some(v))
+                    });
+                    (codec::attr_hash(k, v), on_resource)
+                })
+                .collect();
+            (services, name_id, attrs)
+        };
+        if services.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok((vec![], true));
+        }
+        let rows = self.cf(CF_ROWS)?;
         let mut ro = ReadOptions::default();
-        let mut lo = index_prefix.clone();
-        lo.extend_from_slice(&start.to_be_bytes());
-        let mut hi = index_prefix;
-        hi.extend_from_slice(&end.to_be_bytes());
-        ro.set_iterate_lower_bound(lo);
-        ro.set_iterate_upper_bound(hi);
-        let mut found: Vec<TraceId> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (n, item) in self
-            .db
-            .iterator_cf_opt(index, ro, IteratorMode::End)
-            .enumerate()
-        {
-            if n % 64 == 63 && q.deadline_passed() {
-                return Ok((found, false));
+        let lo = start.saturating_sub(codec::ROW_SPREAD_NS - 1);
+        ro.set_iterate_lower_bound(lo.to_be_bytes().to_vec());
+        ro.set_iterate_upper_bound(q.end_ns.to_be_bytes().to_vec());
+        // Latest matching start per trace, and the `limit` best of them.
+        let mut best: HashMap<TraceId, u64> = HashMap::new();
+        let mut top: std::collections::BTreeSet<(u64, TraceId)> = Default::default();
+        // A raw iterator lends keys and values without copying them.
+        let mut it = self.db.raw_iterator_cf_opt(rows, ro);
+        for n in 0usize.. {
+            if n == 0 {
+                it.seek_to_last();
+            } else {
+                it.prev();
             }
-            let (k, v) = item.map_err(backend)?;
-            let Some((_, trace, span)) = codec::index_suffix(&k) else {
+            if n % 64 == 63 && q.deadline_passed() {
+                return Ok((ranked(best), false));
+            }
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let Some((trace, row)) = codec::parse_row_key(k) else {
                 continue;
             };
-            if seen.contains(&trace) {
+            let row_start = row.start_ns;
+            // Rows further on hold only spans older than the limit-th best.
+            if top.len() >= q.limit
+                && top
+                    .first()
+                    .is_some_and(|(t, _)| row_start.saturating_add(codec::ROW_SPREAD_NS) <= *t)
+            {
+                break;
+            }
+            // An attribute on no resource and not in the Bloom filter rules
+            // the whole row out before its spans are decoded.
+            let bloom = codec::row_bloom(v).map_err(backend)?;
+            if attrs.iter().any(|(h, on_resource)| {
+                on_resource.is_empty() && !codec::bloom_may_contain(bloom, *h)
+            }) {
                 continue;
             }
-            let (dur, kind, err) = codec::decode_index_value(&v).map_err(backend)?;
-            if !q.matches_head(dur, kind, err) {
-                continue;
-            }
-            if verify {
-                match self.get_span(&trace, &span)? {
-                    Some(s) if q.matches(&s) => {}
-                    _ => continue,
+            let (bloom, spans) = codec::decode_row(row_start, v).map_err(backend)?;
+            let known = best.get(&trace).copied();
+            for (pos, s) in spans.iter().enumerate().rev() {
+                if known.is_some_and(|t| t >= s.start_ns) {
+                    break;
                 }
-            }
-            seen.insert(trace);
-            found.push(trace);
-            if found.len() >= q.limit {
+                if s.start_ns < start
+                    || s.start_ns >= q.end_ns
+                    || !q.matches_head(s.duration_ns, s.kind, s.is_error())
+                    || services
+                        .as_ref()
+                        .is_some_and(|r| !r.contains(&s.resource_id))
+                    || name_id.is_some_and(|id| id != s.name_id)
+                {
+                    continue;
+                }
+                let mut verify = false;
+                let mut possible = true;
+                for (hash, on_resource) in &attrs {
+                    if on_resource.contains(&s.resource_id) {
+                        continue;
+                    }
+                    if codec::bloom_may_contain(bloom, *hash) {
+                        verify = true;
+                    } else {
+                        possible = false;
+                        break;
+                    }
+                }
+                if !possible {
+                    continue;
+                }
+                if verify {
+                    match self.get_span(&trace, &row, pos, s)? {
+                        Some(span) if q.matches(&span) => {}
+                        _ => continue,
+                    }
+                }
+                if let Some(old) = best.insert(trace, s.start_ns) {
+                    top.remove(&(old, trace));
+                }
+                top.insert((s.start_ns, trace));
+                if top.len() > q.limit {
+                    top.pop_first();
+                }
                 break;
             }
         }
-        Ok((found, true))
+        it.status().map_err(backend)?;
+        Ok((ranked(best), true))
     }
 
     fn meta_scan(
@@ -677,13 +966,13 @@ impl RocksTraceStore {
     }
 
     #[cfg(test)]
-    fn index_entries_of(&self, trace: &TraceId) -> usize {
-        let index = self.cf(CF_INDEX).unwrap();
+    fn rows_of(&self, trace: &TraceId) -> usize {
+        let rows = self.cf(CF_ROWS).unwrap();
         self.db
-            .iterator_cf(index, IteratorMode::Start)
+            .iterator_cf(rows, IteratorMode::Start)
             .filter(|i| {
                 let (k, _) = i.as_ref().unwrap();
-                codec::index_suffix(k).is_some_and(|(_, t, _)| t == *trace)
+                codec::parse_row_key(k).is_some_and(|(t, _)| t == *trace)
             })
             .count()
     }
@@ -731,12 +1020,10 @@ impl TraceStore for RocksTraceStore {
     }
 
     fn trace(&self, id: &TraceId) -> Result<Vec<Span>, StorageError> {
-        let spans_cf = self.cf(CF_SPANS)?;
-        let mut out = Vec::new();
-        for item in self.trace_iter(spans_cf, id) {
-            let (k, v) = item.map_err(backend)?;
-            let sid = SpanId(k[16..24].try_into().map_err(backend)?);
-            out.push(self.decode(*id, sid, &v)?);
+        let parts = self.trace_parts(id, usize::MAX, true)?;
+        let mut out = Vec::with_capacity(parts.len());
+        for (h, body) in &parts {
+            out.push(self.decode(*id, h, body)?);
         }
         out.sort_by_key(|s| (s.start_time_ns, s.span_id));
         Ok(out)
@@ -758,24 +1045,8 @@ impl TraceStore for RocksTraceStore {
                 complete: true,
             });
         }
-        let needs_attrs = !q.attributes.is_empty();
-        let (p, verify) = match (&q.service, &q.operation) {
-            (Some(s), Some(o)) => (codec::index_prefix(prefix::OPERATION, &[s, o]), needs_attrs),
-            (Some(s), None) => (codec::index_prefix(prefix::SERVICE, &[s]), needs_attrs),
-            (None, op) => {
-                let int = self.interner.read();
-                let driver = q
-                    .attributes
-                    .iter()
-                    .find(|(k, _)| !int.resource_keys.contains(k));
-                let p = match driver {
-                    Some((k, v)) => codec::index_prefix(prefix::ATTRIBUTE, &[k, v]),
-                    None => codec::index_prefix(prefix::TIME, &[]),
-                };
-                (p, needs_attrs || op.is_some())
-            }
-        };
-        let (ids, complete) = self.scan(q, p, verify, start, q.end_ns)?;
+        let (found, complete) = self.scan_rows(q, start)?;
+        let ids: Vec<TraceId> = found.into_iter().take(q.limit).map(|(_, t)| t).collect();
         let sums = self.cf(CF_SUMMARIES)?;
         let got = self.db.multi_get_cf(ids.iter().map(|t| (sums, t.0)));
         let mut traces = Vec::with_capacity(ids.len());
@@ -852,89 +1123,96 @@ impl TraceStore for RocksTraceStore {
             }
             return Ok(stats);
         }
-        // Every (service, operation) index range in the time range: each
-        // entry holds everything a span head needs, so heads never read a
-        // span record.
-        let services = match &q.service {
-            Some(s) => vec![s.clone()],
-            None => self.services(usize::MAX)?,
-        };
-        let mut ranges: Vec<(String, String)> = Vec::new();
-        for svc in services {
-            let mut ops: Vec<String> = match &q.name {
-                Some(n) => vec![n.clone()],
-                None => self
-                    .operations(&svc, usize::MAX)?
-                    .into_iter()
-                    .map(|o| o.name)
-                    .collect(),
+        // Search rows in time order: each holds everything a span head
+        // needs, so heads never read a span record.
+        let (services, name_id) = {
+            let int = self.interner.read();
+            let services = q
+                .service
+                .as_deref()
+                .map(|svc| int.resources_where(|_, s| s == svc));
+            let name_id = match q.name.as_deref() {
+                Some(n) => match int.name_ids.get(n) {
+                    Some(id) => Some(*id),
+                    None => return Ok(stats),
+                },
+                None => None,
             };
-            ops.dedup();
-            ranges.extend(ops.into_iter().map(|o| (svc.clone(), o)));
+            (services, name_id)
+        };
+        if services.as_ref().is_some_and(HashSet::is_empty) {
+            return Ok(stats);
         }
-        let index = self.cf(CF_INDEX)?;
+        let rows = self.cf(CF_ROWS)?;
         let spans_cf = self.cf(CF_SPANS)?;
         const CHUNK: usize = 4096;
-        let mut heads: Vec<SpanHead> = Vec::with_capacity(CHUNK);
+        let mut heads: Vec<(TraceId, RowId, u32, RowSpan)> = Vec::with_capacity(CHUNK);
         // Returns false once the scan should stop.
-        let mut emit =
-            |heads: &mut Vec<SpanHead>, stats: &mut ScanStats| -> Result<bool, StorageError> {
-                if heads.is_empty() {
-                    return Ok(true);
-                }
-                let batch = std::mem::take(heads);
-                stats.rows += batch.len() as u64;
-                if !q.full {
-                    return Ok(sink(SpanChunk::Heads(batch)));
-                }
-                let keys: Vec<[u8; 24]> = batch
+        let mut emit = |heads: &mut Vec<(TraceId, RowId, u32, RowSpan)>,
+                        stats: &mut ScanStats|
+         -> Result<bool, StorageError> {
+            if heads.is_empty() {
+                return Ok(true);
+            }
+            let batch = std::mem::take(heads);
+            stats.rows += batch.len() as u64;
+            if !q.full {
+                let int = self.interner.read();
+                let heads = batch
                     .iter()
-                    .map(|h| codec::span_key(&h.trace_id, &h.span_id))
+                    .map(|(trace_id, _, _, s)| SpanHead {
+                        trace_id: *trace_id,
+                        span_id: s.span_id,
+                        service: int.service(s.resource_id).to_string(),
+                        name: int.name(s.name_id).to_string(),
+                        start_ns: s.start_ns,
+                        duration_ns: s.duration_ns,
+                        kind: s.kind,
+                        error: s.is_error(),
+                    })
                     .collect();
-                let got = self.db.multi_get_cf(keys.iter().map(|k| (spans_cf, k)));
-                let mut spans = Vec::with_capacity(batch.len());
-                for (h, v) in batch.iter().zip(got) {
-                    if let Some(v) = v.map_err(backend)? {
-                        spans.push(self.decode(h.trace_id, h.span_id, &v)?);
-                    }
+                drop(int);
+                return Ok(sink(SpanChunk::Heads(heads)));
+            }
+            let keys: Vec<[u8; codec::BODY_KEY_LEN]> = batch
+                .iter()
+                .map(|(t, row, pos, _)| codec::body_key(t, row, *pos))
+                .collect();
+            let got = self.db.multi_get_cf(keys.iter().map(|k| (spans_cf, k)));
+            let mut spans = Vec::with_capacity(batch.len());
+            for ((t, _, _, h), v) in batch.iter().zip(got) {
+                if let Some(v) = v.map_err(backend)? {
+                    spans.push(self.decode(*t, h, &v)?);
                 }
-                Ok(sink(SpanChunk::Spans(spans)))
+            }
+            Ok(sink(SpanChunk::Spans(spans)))
+        };
+        let mut ro = ReadOptions::default();
+        let lo = start.saturating_sub(codec::ROW_SPREAD_NS - 1);
+        ro.set_iterate_lower_bound(lo.to_be_bytes().to_vec());
+        ro.set_iterate_upper_bound(q.end_ns.to_be_bytes().to_vec());
+        stats.partitions = 1;
+        'rows: for item in self.db.iterator_cf_opt(rows, ro, IteratorMode::Start) {
+            let (k, v) = item.map_err(backend)?;
+            let Some((trace_id, row)) = codec::parse_row_key(&k) else {
+                continue;
             };
-        'ranges: for (svc, op) in ranges {
-            let p = codec::index_prefix(prefix::OPERATION, &[&svc, &op]);
-            let mut ro = ReadOptions::default();
-            let mut lo = p.clone();
-            lo.extend_from_slice(&start.to_be_bytes());
-            let mut hi = p.clone();
-            hi.extend_from_slice(&q.end_ns.to_be_bytes());
-            ro.set_iterate_lower_bound(lo);
-            ro.set_iterate_upper_bound(hi);
-            stats.partitions += 1;
-            for item in self.db.iterator_cf_opt(index, ro, IteratorMode::Start) {
-                let (k, v) = item.map_err(backend)?;
-                // The key is exactly `p | start | trace | span`: a longer
-                // operation name sharing this prefix never matches.
-                if k.len() != p.len() + codec::SUFFIX_LEN {
+            let (_, spans) = codec::decode_row(row.start_ns, &v).map_err(backend)?;
+            for (pos, s) in spans.into_iter().enumerate() {
+                if s.start_ns < start
+                    || s.start_ns >= q.end_ns
+                    || services
+                        .as_ref()
+                        .is_some_and(|r| !r.contains(&s.resource_id))
+                    || name_id.is_some_and(|id| id != s.name_id)
+                {
                     continue;
                 }
-                let Some((start_ns, trace_id, span_id)) = codec::index_suffix(&k) else {
-                    continue;
-                };
-                let (duration_ns, kind, error) = codec::decode_index_value(&v).map_err(backend)?;
-                heads.push(SpanHead {
-                    trace_id,
-                    span_id,
-                    service: svc.clone(),
-                    name: op.clone(),
-                    start_ns,
-                    duration_ns,
-                    kind,
-                    error,
-                });
+                heads.push((trace_id, row, pos as u32, s));
                 let produced = stats.rows as usize + heads.len();
                 // At the limit, the emit after the loop sends what is left.
                 if produced >= limit || (heads.len() >= CHUNK && !emit(&mut heads, &mut stats)?) {
-                    break 'ranges;
+                    break 'rows;
                 }
             }
         }
@@ -1016,6 +1294,7 @@ impl TraceStore for RocksTraceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SpanId;
     use crate::storage::suite;
 
     fn open(dir: &std::path::Path) -> RocksTraceStore {
@@ -1063,6 +1342,71 @@ mod tests {
     }
 
     #[test]
+    fn spans_far_apart_split_rows_and_rank_by_their_latest_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let t0 = now_ns() - 60 * 1_000_000_000;
+        let sec = 1_000_000_000;
+        // Trace 1: spans at 0, 0.5 s (one row), 3 s and 10 s (a row each),
+        // each the child of the one before.
+        let mut a: Vec<Span> = [0, sec / 2, 3 * sec, 10 * sec]
+            .iter()
+            .enumerate()
+            .map(|(i, off)| suite::span(1, i as u8 + 1, t0 + off, "api"))
+            .collect();
+        for i in 1..a.len() {
+            a[i].parent_span_id = Some(a[i - 1].span_id);
+        }
+        // Trace 2: one span at 5 s.
+        let b = suite::span(2, 1, t0 + 5 * sec, "api");
+        s.write(1, a.iter().cloned().chain([b]).collect()).unwrap();
+        let id = TraceId([1; 16]);
+        assert_eq!(s.rows_of(&id), 3);
+        assert_eq!(s.trace(&id).unwrap(), a, "spans and parents across rows");
+        let q = |start: u64, end: u64, limit: usize| {
+            let found = s
+                .search(&TraceSearch {
+                    service: Some("api".into()),
+                    start_ns: start,
+                    end_ns: end,
+                    limit,
+                    ..Default::default()
+                })
+                .unwrap();
+            assert!(found.complete);
+            found
+                .traces
+                .iter()
+                .map(|t| t.trace_id.0[0])
+                .collect::<Vec<_>>()
+        };
+        let end = t0 + 20 * sec;
+        assert_eq!(
+            q(t0, end, 10),
+            vec![1, 2],
+            "trace 1's latest span is at 10 s"
+        );
+        assert_eq!(q(t0, end, 1), vec![1]);
+        assert_eq!(
+            q(t0, t0 + 6 * sec, 10),
+            vec![2, 1],
+            "before 6 s: 5 s beats 3 s"
+        );
+        assert_eq!(q(t0, t0 + 6 * sec, 1), vec![2]);
+        assert_eq!(q(t0 + 4 * sec, t0 + 6 * sec, 10), vec![2]);
+        assert_eq!(q(t0 + 6 * sec, end, 10), vec![1]);
+        // A late span joins its trace in a new row; a duplicate is dropped.
+        let mut late = suite::span(1, 9, t0 + 4 * sec, "db");
+        late.parent_span_id = Some(a[2].span_id);
+        s.write(2, vec![late.clone(), a[0].clone()]).unwrap();
+        assert_eq!(s.rows_of(&id), 4);
+        let back = s.trace(&id).unwrap();
+        assert_eq!(back.len(), 5);
+        assert_eq!(back[3], late);
+        assert_eq!(s.summary(&id).unwrap().unwrap().span_count, 5);
+    }
+
+    #[test]
     fn unflushed_batches_are_not_reported_durable() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
@@ -1073,7 +1417,7 @@ mod tests {
     }
 
     #[test]
-    fn retention_removes_old_traces_and_their_index_entries() {
+    fn retention_removes_old_traces_and_their_rows() {
         let dir = tempfile::tempdir().unwrap();
         let mut o = TraceStoreOptions::new(dir.path());
         o.retention = Duration::from_secs(86_400);
@@ -1087,7 +1431,7 @@ mod tests {
         s.write(2, vec![suite::span(8, 1, now, "api")]).unwrap();
         s.flush().unwrap();
         let old_id = TraceId([7; 16]);
-        assert_eq!(s.index_entries_of(&old_id), 8);
+        assert_eq!(s.rows_of(&old_id), 1);
         // Queries already ignore data past retention.
         let q = TraceSearch {
             service: Some("api".into()),
@@ -1102,7 +1446,7 @@ mod tests {
         s.compact_all().unwrap();
         assert!(s.trace(&old_id).unwrap().is_empty());
         assert_eq!(s.summary(&old_id).unwrap(), None);
-        assert_eq!(s.index_entries_of(&old_id), 0);
+        assert_eq!(s.rows_of(&old_id), 0);
         let stats = s.cf(CF_STATS).unwrap();
         let old_minute = minute_of(old);
         let stale =
