@@ -499,44 +499,38 @@ fn store_bench(total: u64, queries: u64) {
         })
     );
 
-    let mut lat = Vec::new();
-    let mut hits = 0;
-    for i in 0..queries.min(200) {
-        let q = TraceSearch {
+    time_searches(
+        &store,
+        "search_service_min_duration",
+        queries.min(200),
+        |i| TraceSearch {
             service: Some(SERVICES[(i % 10) as usize].into()),
             min_duration_ns: Some(60_000_000),
             start_ns: end - 3_600_000_000_000,
             end_ns: end + 1,
             limit: 20,
             ..Default::default()
-        };
-        let t0 = Instant::now();
-        hits += store.search(&q).unwrap().traces.len();
-        lat.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "bench": "search_service_min_duration",
-            "queries": lat.len(),
-            "avg_hits": hits as f64 / lat.len() as f64,
-            "p50_ms": pct(&mut lat, 0.5),
-            "p99_ms": pct(&mut lat, 0.99),
-        })
+        },
     );
-
     // A rare span attribute value (one of 100k users) over the last hour:
     // fewer hits than the limit, so the whole hour is scanned.
-    let mut lat = Vec::new();
-    let mut hits = 0;
-    for i in 0..queries.min(50) {
-        let q = TraceSearch {
+    time_searches(&store, "search_rare_attribute", queries.min(50), |i| {
+        TraceSearch {
             attributes: vec![("user.id".into(), format!("user-{}", i * 997 % 100_000))],
             start_ns: end - 3_600_000_000_000,
             end_ns: end + 1,
             limit: 20,
             ..Default::default()
-        };
+        }
+    });
+}
+
+/// Runs `n` searches built by `query(i)` and prints their latency.
+fn time_searches(store: &RocksTraceStore, bench: &str, n: u64, query: impl Fn(u64) -> TraceSearch) {
+    let mut lat = Vec::new();
+    let mut hits = 0;
+    for i in 0..n {
+        let q = query(i);
         let t0 = Instant::now();
         hits += store.search(&q).unwrap().traces.len();
         lat.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -544,9 +538,9 @@ fn store_bench(total: u64, queries: u64) {
     println!(
         "{}",
         serde_json::json!({
-            "bench": "search_rare_attribute",
+            "bench": bench,
             "queries": lat.len(),
-            "avg_hits": hits as f64 / lat.len() as f64,
+            "avg_hits": hits as f64 / lat.len().max(1) as f64,
             "p50_ms": pct(&mut lat, 0.5),
             "p99_ms": pct(&mut lat, 0.99),
         })
