@@ -9,6 +9,7 @@ mod ids;
 pub mod log;
 mod metric;
 pub mod series;
+pub mod time;
 mod trace;
 mod value;
 

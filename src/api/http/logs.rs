@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::api::error::{ApiError, ErrorKind};
 use crate::api::{ApiState, Phase};
 use crate::model::log::severity_name;
+use crate::model::time::{civil_from_days, days_from_civil};
 use crate::model::{attributes_json, TraceId};
 use crate::storage::logs::{
     self, Buckets, LogCursor, LogFilter, LogPage, LogSearch, StoredLog, TailEvent, MAX_BUCKETS,
@@ -227,28 +228,6 @@ pub fn parse_time(v: &str, now: u64) -> Result<u64, String> {
              (2024-01-02T03:04:05Z) or now-<duration>"
         )
     })
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 fn parse_rfc3339(s: &str) -> Option<u64> {

@@ -227,7 +227,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
             sign * (oh * 3600 + om * 60)
         }
     };
-    let days = crate::query::promql::functions::days_from_civil(y, mo, d);
+    let days = crate::model::time::days_from_civil(y, mo, d);
     Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_s) * 1000 + frac_ms)
 }
 

@@ -8,6 +8,8 @@ use super::eval::{
     cmp_asc_nan_last, dedupe, desc_nan_last, drop_name, kahan_sum, mean, quantile, set_label,
     variance, Ctx, Grid, Sv, Val, Windows, DUP_LABELSET,
 };
+use crate::model::time::{civil_from_days, days_from_civil};
+
 use super::{label, LabelMatcher, Labels, MatchOp, PromError, Sample, Series, METRIC_NAME};
 
 pub(crate) fn call(ctx: &Ctx<'_>, c: &Call, g: Grid) -> Result<Val, PromError> {
@@ -952,30 +954,6 @@ fn date_part(name: &str, secs: f64) -> f64 {
         "year" => y as f64,
         _ => f64::NAN,
     }
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Natural order: runs of digits compare by numeric value.
