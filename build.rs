@@ -22,7 +22,11 @@ fn main() {
         "tsconfig.json",
         "public",
     ] {
-        println!("cargo:rerun-if-changed=web/{p}");
+        // Absolute paths: checkouts at other paths sharing one target
+        // directory get the same build-script hash, so a relative path
+        // would let this checkout reuse another one's (maybe deleted)
+        // `web/dist`.
+        println!("cargo:rerun-if-changed={}", web.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=SKIP_TERN_UI_BUILD");
 
