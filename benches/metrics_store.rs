@@ -3,7 +3,8 @@
 //! - `disk [SERIES] [HOURS]`: bytes per sample on disk for SERIES series
 //!   scraped every 15 s for HOURS hours of realistic values, written
 //!   directly to the Parquet store (flushed every 2 h of data, as the head
-//!   would be), plus memory per active series of the head.
+//!   would be), plus memory per active series of the head once it holds
+//!   10 min of samples (the default flush interval) and 2 h of samples.
 //! - `store-query [SERIES] [HOURS] [RUNS]`: fills the store as `disk` does,
 //!   then times PromQL range queries (24 h, 60 s step) evaluated in-process
 //!   over it: `rate()` over 1k series and `sum by (code) (rate())` over 3k.
@@ -170,7 +171,17 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Resident set size, after the allocator returned the pages it holds
+/// for freed memory (write batches are freed after each write; they are
+/// not memory per series).
 fn rss_bytes() -> u64 {
+    extern "C" {
+        /// mimalloc (the global allocator, linked in by tern).
+        fn mi_collect(force: bool);
+    }
+    // SAFETY: a plain C call without arguments to check; it only walks
+    // the allocator's own free lists.
+    unsafe { mi_collect(true) };
     std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|s| {
@@ -196,13 +207,23 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     total
 }
 
+/// Series per write in `fill`.
+const WRITE_BATCH: usize = 2000;
+
 /// What `fill` wrote.
 struct Filled {
     store: ParquetMetricStore,
     dir: tempfile::TempDir,
     samples: u64,
     seconds: f64,
+    /// Resident memory per series once the head holds 10 min of samples
+    /// (the server's default `head_flush_interval`) and 2 h of samples.
+    head_rss_per_series_10m: f64,
     head_rss_per_series: f64,
+    /// The store's own account (`head_bytes + series_bytes` of the
+    /// cardinality stats) per series at the same two moments.
+    accounted_per_series_10m: f64,
+    accounted_per_series: f64,
     end_ms: i64,
 }
 
@@ -221,30 +242,55 @@ fn fill(series: usize, hours: i64) -> Filled {
     let steps = hours * 3600 * 1000 / STEP_MS;
     let start = now_ms() - hours * 3_600_000;
     let base = start - start.rem_euclid(2 * 3_600_000);
+    // One write batch built and freed first, so the allocator's pages for
+    // the batches (freed after every write) are already in the baseline.
+    let warm: Vec<Series> = fleet[..series.min(WRITE_BATCH)]
+        .iter()
+        .map(|s| Series {
+            labels: s.labels.clone(),
+            samples: vec![Sample { t_ms: 0, v: 0.0 }],
+        })
+        .collect();
+    drop(warm);
     let rss0 = rss_bytes();
     let mut rss_after_first_head = 0;
+    let mut rss_after_10m = 0;
+    let (mut accounted_10m, mut accounted_2h) = (0, 0);
+    let accounted = |store: &ParquetMetricStore| {
+        let c = store.core().cardinality(0);
+        c.head_bytes + c.series_bytes
+    };
+    let steps_10m = 10 * 60_000 / STEP_MS;
     let started = Instant::now();
     let per_flush = 2 * 3_600_000 / STEP_MS;
     let mut seq = 0;
     for step in 0..steps {
-        seq += 1;
-        let batch: Vec<Series> = fleet
-            .iter_mut()
-            .map(|s| {
-                advance(s, &mut rng);
-                Series {
-                    labels: s.labels.clone(),
-                    samples: vec![Sample {
-                        t_ms: scrape_ts(base, step, &mut rng),
-                        v: s.value,
-                    }],
-                }
-            })
-            .collect();
-        store.write_series(seq, batch).expect("write");
+        // In requests of 2,000 series, as Prometheus sends them.
+        for part in fleet.chunks_mut(WRITE_BATCH) {
+            seq += 1;
+            let batch: Vec<Series> = part
+                .iter_mut()
+                .map(|s| {
+                    advance(s, &mut rng);
+                    Series {
+                        labels: s.labels.clone(),
+                        samples: vec![Sample {
+                            t_ms: scrape_ts(base, step, &mut rng),
+                            v: s.value,
+                        }],
+                    }
+                })
+                .collect();
+            store.write_series(seq, batch).expect("write");
+        }
+        if step + 1 == steps_10m {
+            rss_after_10m = rss_bytes();
+            accounted_10m = accounted(&store);
+        }
         if (step + 1) % per_flush == 0 {
             if rss_after_first_head == 0 {
                 rss_after_first_head = rss_bytes();
+                accounted_2h = accounted(&store);
             }
             store.flush_head(true).expect("flush");
         }
@@ -254,6 +300,9 @@ fn fill(series: usize, hours: i64) -> Filled {
         dir,
         samples: steps as u64 * series as u64,
         seconds: started.elapsed().as_secs_f64(),
+        head_rss_per_series_10m: rss_after_10m.saturating_sub(rss0) as f64 / series as f64,
+        accounted_per_series_10m: accounted_10m as f64 / series as f64,
+        accounted_per_series: accounted_2h as f64 / series as f64,
         head_rss_per_series: rss_after_first_head.saturating_sub(rss0) as f64 / series as f64,
         end_ms: base + steps * STEP_MS,
     }
@@ -310,7 +359,10 @@ fn disk(series: usize, hours: i64) {
             "store_disk_bytes": stats.disk_bytes,
             "write_seconds": f.seconds,
             "write_samples_per_s": f.samples as f64 / f.seconds,
+            "head_rss_bytes_per_series_10m": f.head_rss_per_series_10m,
             "head_rss_bytes_per_series_2h": f.head_rss_per_series,
+            "head_accounted_bytes_per_series_10m": f.accounted_per_series_10m,
+            "head_accounted_bytes_per_series_2h": f.accounted_per_series,
             "bytes_per_sample_by_column": per_sample,
         })
     );

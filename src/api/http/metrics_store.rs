@@ -140,6 +140,8 @@ async fn tsdb_status(
             "headStats": {
                 "numSeries": c.num_series,
                 "numSamples": c.head_samples,
+                "headBytes": c.head_bytes,
+                "seriesBytes": c.series_bytes,
                 "activeSeries": c.active_series,
             },
             "seriesCountByMetricName": list(&c.series_count_by_metric_name),

@@ -18,7 +18,9 @@ use parking_lot::{Mutex, RwLock};
 use regex::Regex;
 
 use super::guard::SeriesGuard;
+use super::head::HeadChunk;
 use super::mapping::{map_metrics, MappingOptions, PointKind};
+use super::packed::{PackedLabels, SeriesIds};
 use super::{CardinalityStats, MetricsOptions};
 use crate::model::{
     LabelMatcher, Labels, MatchOp, Metric, MetricMeta, Sample, Series, METRIC_NAME,
@@ -40,18 +42,19 @@ pub(super) struct DeltaState {
 }
 
 pub(super) struct SeriesEntry {
-    pub labels: Arc<Labels>,
-    /// Unflushed samples, time-ordered, unique timestamps.
-    pub head: Vec<Sample>,
+    pub labels: PackedLabels,
+    /// Unflushed samples, compressed.
+    pub head: HeadChunk,
     /// Time range of every sample of the series (head and files).
     pub min_t: i64,
     pub max_t: i64,
-    pub delta: Option<DeltaState>,
+    /// Only for series fed by delta points (boxed: most series are not).
+    pub delta: Option<Box<DeltaState>>,
 }
 
 /// Samples moved out of the head while they are written to disk.
 pub(super) struct Frozen {
-    pub samples: Vec<(u32, Vec<Sample>)>,
+    pub samples: Vec<(u32, HeadChunk)>,
 }
 
 /// One on-disk file as the index knows it.
@@ -90,9 +93,9 @@ pub trait FileReader: Send + Sync {
 #[derive(Default)]
 pub(super) struct State {
     pub series: Vec<SeriesEntry>,
-    /// Seeded per process, so clients cannot aim for collisions; much
-    /// cheaper than SipHash for label sets.
-    pub ids: HashMap<Arc<Labels>, u32, foldhash::fast::RandomState>,
+    /// Series ids by labels (hashed with a per-process seed, so clients
+    /// cannot aim for collisions).
+    pub ids: SeriesIds,
     /// label name → value → series ids (ascending).
     pub postings: HashMap<String, HashMap<String, Vec<u32>>>,
     pub meta: BTreeMap<String, MetricMeta>,
@@ -107,11 +110,12 @@ pub(super) struct State {
 
 impl State {
     pub fn get_or_create(&mut self, labels: Labels) -> u32 {
-        if let Some(id) = self.ids.get(&labels) {
-            return *id;
+        let hash = super::guard::labels_hash(&labels);
+        let series = &self.series;
+        if let Some(id) = self.ids.find(&labels, hash, |i| &series[i as usize].labels) {
+            return id;
         }
         let id = self.series.len() as u32;
-        let labels = Arc::new(labels);
         for (k, v) in labels.iter() {
             self.postings
                 .entry(k.clone())
@@ -120,14 +124,20 @@ impl State {
                 .or_default()
                 .push(id);
         }
-        self.ids.insert(labels.clone(), id);
+        if self.series.len() == self.series.capacity() {
+            // Grow by an eighth: the table is large and lives long.
+            let more = (self.series.len() / 8).max(1024);
+            self.series.reserve_exact(more);
+        }
         self.series.push(SeriesEntry {
-            labels,
-            head: Vec::new(),
+            labels: PackedLabels::pack(&labels),
+            head: HeadChunk::default(),
             min_t: i64::MAX,
             max_t: i64::MIN,
             delta: None,
         });
+        let series = &self.series;
+        self.ids.insert(id, hash, |i| &series[i as usize].labels);
         id
     }
 
@@ -137,17 +147,8 @@ impl State {
         let e = &mut self.series[id as usize];
         e.min_t = e.min_t.min(s.t_ms);
         e.max_t = e.max_t.max(s.t_ms);
-        let h = &mut e.head;
-        match h.last() {
-            Some(last) if last.t_ms < s.t_ms => h.push(s),
-            None => h.push(s),
-            _ => match h.binary_search_by_key(&s.t_ms, |x| x.t_ms) {
-                Ok(i) => {
-                    h[i] = s;
-                    return false;
-                }
-                Err(i) => h.insert(i, s),
-            },
+        if !e.head.insert(s) {
+            return false;
         }
         self.head_samples += 1;
         if self.oldest_unflushed.is_none() {
@@ -246,9 +247,11 @@ impl Core {
                     PointKind::Absolute => p.v,
                     PointKind::Delta { time_ns } => {
                         let e = &mut st.series[id as usize];
-                        let d = e.delta.get_or_insert(DeltaState {
-                            total: 0.0,
-                            last_ns: 0,
+                        let d = e.delta.get_or_insert_with(|| {
+                            Box::new(DeltaState {
+                                total: 0.0,
+                                last_ns: 0,
+                            })
                         });
                         if time_ns <= d.last_ns {
                             continue;
@@ -262,21 +265,19 @@ impl Core {
                 touched.push(id);
             }
             st.last_seq = st.last_seq.max(seq);
-            if self.guard.is_some() {
-                touched.dedup();
-                let labels: Vec<Arc<Labels>> = touched
-                    .iter()
-                    .map(|i| st.series[*i as usize].labels.clone())
-                    .collect();
-                drop(st);
-                self.register(&labels);
-            }
+            touched.dedup();
+            self.register(&st, &touched);
         }
     }
 
-    fn register(&self, labels: &[Arc<Labels>]) {
+    /// Tells the cardinality guard that the series `ids` were written.
+    fn register(&self, st: &State, ids: &[u32]) {
         if let Some(g) = &self.guard {
-            g.register(labels.iter().map(|l| &**l), now_ms());
+            let series = ids.iter().map(|i| {
+                let l = &st.series[*i as usize].labels;
+                (l.hash(), l.get(METRIC_NAME).unwrap_or(""))
+            });
+            g.register_hashed(series, now_ms());
         }
     }
 
@@ -297,14 +298,7 @@ impl Core {
             touched.push(id);
         }
         st.last_seq = st.last_seq.max(seq);
-        if self.guard.is_some() {
-            let labels: Vec<Arc<Labels>> = touched
-                .iter()
-                .map(|i| st.series[*i as usize].labels.clone())
-                .collect();
-            drop(st);
-            self.register(&labels);
-        }
+        self.register(&st, &touched);
     }
 
     /// Ids of the series matching every matcher, ascending.
@@ -350,7 +344,7 @@ impl Core {
                 let l = &st.series[*id as usize].labels;
                 compiled
                     .iter()
-                    .all(|c| c.matches(crate::model::label(l, &c.m.name).unwrap_or("")))
+                    .all(|c| c.matches(l.get(&c.m.name).unwrap_or("")))
             })
             .collect())
     }
@@ -368,7 +362,7 @@ impl Core {
             .into_iter()
             .map(|id| &st.series[id as usize])
             .filter(|e| e.max_t >= start && e.min_t <= end && e.min_t <= e.max_t)
-            .map(|e| (*e.labels).clone())
+            .map(|e| e.labels.unpack())
             .collect();
         if out.len() > self.opts.max_query_series {
             return Err(too_many(self.opts.max_query_series));
@@ -533,9 +527,10 @@ impl Core {
             let mut runs: Vec<Vec<(u64, Vec<Sample>)>> = vec![Vec::new(); ids.len()];
             let mut held = 0usize;
             for f in st.frozen.iter() {
-                for (id, samples) in &f.samples {
+                for (id, chunk) in &f.samples {
                     if let Ok(i) = ids.binary_search(id) {
-                        let v: Vec<Sample> = in_range(samples, start, end).copied().collect();
+                        let mut v = Vec::new();
+                        chunk.read(start, end, &mut v);
                         if !v.is_empty() {
                             held += v.len();
                             runs[i].push((u64::MAX - 1, v));
@@ -544,9 +539,8 @@ impl Core {
                 }
             }
             for (i, id) in ids.iter().enumerate() {
-                let v: Vec<Sample> = in_range(&st.series[*id as usize].head, start, end)
-                    .copied()
-                    .collect();
+                let mut v = Vec::new();
+                st.series[*id as usize].head.read(start, end, &mut v);
                 if !v.is_empty() {
                     held += v.len();
                     runs[i].push((u64::MAX, v));
@@ -561,9 +555,9 @@ impl Core {
                 .filter(|f| f.max_t >= start && f.min_t <= end)
                 .cloned()
                 .collect();
-            let labels: Vec<Arc<Labels>> = ids
+            let labels: Vec<Labels> = ids
                 .iter()
-                .map(|id| st.series[*id as usize].labels.clone())
+                .map(|id| st.series[*id as usize].labels.unpack())
                 .collect();
             (ids, labels, files, runs)
         };
@@ -584,10 +578,7 @@ impl Core {
             .zip(runs)
             .filter_map(|(l, r)| {
                 let samples = merge_runs(r);
-                (!samples.is_empty()).then(|| Series {
-                    labels: (*l).clone(),
-                    samples,
-                })
+                (!samples.is_empty()).then_some(Series { labels: l, samples })
             })
             .collect();
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -647,6 +638,12 @@ impl Core {
         CardinalityStats {
             num_series: st.series.len() as u64,
             head_samples: st.head_samples,
+            head_bytes: st.series.iter().map(|e| e.head.heap_bytes() as u64).sum(),
+            series_bytes: (st.series.capacity() * std::mem::size_of::<SeriesEntry>()) as u64
+                + st.series
+                    .iter()
+                    .map(|e| e.labels.heap_bytes() as u64)
+                    .sum::<u64>(),
             active_series: self.guard.as_ref().map(|g| g.active() as u64),
             series_count_by_metric_name: top(by_metric),
             label_value_count_by_label_name: top(value_counts),
@@ -666,11 +663,6 @@ fn too_many_samples(n: usize) -> StorageError {
     StorageError::Backend(format!(
         "the query would load more than {n} samples: narrow the selector or the time range"
     ))
-}
-
-fn in_range(samples: &[Sample], start: i64, end: i64) -> impl Iterator<Item = &Sample> {
-    let from = samples.partition_point(|s| s.t_ms < start);
-    samples[from..].iter().take_while(move |s| s.t_ms <= end)
 }
 
 /// Reads the wanted series (global ids, ascending) from `files`, spread

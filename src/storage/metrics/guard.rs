@@ -55,12 +55,25 @@ pub struct SeriesGuard {
 
 /// A hash of a label set, the same for the life of the process.
 pub fn labels_hash(labels: &Labels) -> u64 {
-    use std::hash::BuildHasher;
+    pairs_hash(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// [`labels_hash`] of label pairs in any representation.
+pub fn pairs_hash<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
     static SEED: std::sync::OnceLock<foldhash::fast::FixedState> = std::sync::OnceLock::new();
     let state = SEED.get_or_init(|| {
         foldhash::fast::FixedState::with_seed(foldhash::fast::RandomState::default().hash_one(0u8))
     });
-    state.hash_one(labels)
+    let mut h = state.build_hasher();
+    for (k, v) in pairs {
+        // 0xff never occurs in UTF-8, so the pairs cannot run together.
+        h.write(k.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
 }
 
 /// Why a new series was refused.
@@ -132,7 +145,7 @@ impl SeriesGuard {
             }
         }
         for (l, h) in group.iter().zip(hashes) {
-            Self::touch(&mut st, l, h, now_ms);
+            Self::touch(&mut st, label(l, METRIC_NAME).unwrap_or(""), h, now_ms);
         }
         Ok(())
     }
@@ -144,12 +157,12 @@ impl SeriesGuard {
         r
     }
 
-    fn touch(st: &mut GuardState, l: &Labels, h: u64, now_ms: i64) {
+    fn touch(st: &mut GuardState, name: &str, h: u64, now_ms: i64) {
         if let Some(e) = st.series.get_mut(&h) {
             e.1 = e.1.max(now_ms);
             return;
         }
-        let slot = st.slot(label(l, METRIC_NAME).unwrap_or(""));
+        let slot = st.slot(name);
         st.counts[slot as usize].1 += 1;
         st.series.insert(h, (slot, now_ms));
     }
@@ -185,7 +198,21 @@ impl SeriesGuard {
     pub fn register<'a>(&self, series: impl IntoIterator<Item = &'a Labels>, now_ms: i64) {
         let mut st = self.state.lock();
         for l in series {
-            Self::touch(&mut st, l, labels_hash(l), now_ms);
+            let name = label(l, METRIC_NAME).unwrap_or("");
+            Self::touch(&mut st, name, labels_hash(l), now_ms);
+        }
+    }
+
+    /// [`SeriesGuard::register`] for series given as (labels hash, metric
+    /// name).
+    pub fn register_hashed<'a>(
+        &self,
+        series: impl IntoIterator<Item = (u64, &'a str)>,
+        now_ms: i64,
+    ) {
+        let mut st = self.state.lock();
+        for (h, name) in series {
+            Self::touch(&mut st, name, h, now_ms);
         }
     }
 

@@ -8,7 +8,9 @@
 
 pub mod core;
 pub mod guard;
+mod head;
 pub mod mapping;
+mod packed;
 pub mod parquet;
 
 pub use self::core::Core;
@@ -55,6 +57,11 @@ impl Default for MetricsOptions {
 pub struct CardinalityStats {
     pub num_series: u64,
     pub head_samples: u64,
+    /// Memory of the unflushed samples (compressed buffers).
+    pub head_bytes: u64,
+    /// Memory of the series table: entries and their packed labels (not
+    /// the label index).
+    pub series_bytes: u64,
     pub active_series: Option<u64>,
     pub series_count_by_metric_name: Vec<(String, u64)>,
     pub label_value_count_by_label_name: Vec<(String, u64)>,

@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 use super::core::{merge_runs, now_ms, Core, DeltaState, FileReader, FileRef, Frozen};
 use super::guard::SeriesGuard;
 use super::{CardinalityStats, MetricsOptions};
-use crate::model::{LabelMatcher, Labels, Metric, MetricMeta, Sample, Series};
+use crate::model::{LabelMatcher, Labels, Metric, MetricMeta, Sample, Series, METRIC_NAME};
 use crate::storage::{MetricStore, SeriesSource, StorageError, StoreLifecycle, StoreStats};
 
 const MANIFEST: &str = "MANIFEST.json";
@@ -467,10 +467,10 @@ impl ParquetMetricStore {
             }
             for d in manifest.deltas {
                 let id = st.get_or_create(d.labels);
-                st.series[id as usize].delta = Some(DeltaState {
+                st.series[id as usize].delta = Some(Box::new(DeltaState {
                     total: d.total,
                     last_ns: d.last_ns,
-                });
+                }));
             }
             for m in manifest.meta {
                 st.meta.insert(
@@ -487,11 +487,11 @@ impl ParquetMetricStore {
             core.generation.store(max_gen + 1, Ordering::SeqCst);
             core.durable.store(manifest.durable_seq, Ordering::SeqCst);
             if let Some(g) = &core.guard {
-                g.register(
+                g.register_hashed(
                     st.series
                         .iter()
                         .filter(|e| e.max_t >= now_ms() - g.limits().window_ms)
-                        .map(|e| &*e.labels),
+                        .map(|e| (e.labels.hash(), e.labels.get(METRIC_NAME).unwrap_or(""))),
                     now_ms(),
                 );
             }
@@ -545,8 +545,8 @@ impl ParquetMetricStore {
                 .series
                 .iter()
                 .filter_map(|e| {
-                    e.delta.map(|d| ManifestDelta {
-                        labels: (*e.labels).clone(),
+                    e.delta.as_deref().map(|d| ManifestDelta {
+                        labels: e.labels.unpack(),
                         total: d.total,
                         last_ns: d.last_ns,
                     })
@@ -565,13 +565,10 @@ impl ParquetMetricStore {
                 self.maintain()
             }
             Err(e) => {
-                // Put the samples back so nothing is lost; the WAL still covers them.
-                for (id, samples) in &frozen.samples {
-                    for s in samples {
-                        st.series[*id as usize].head.push(*s);
-                    }
-                    st.series[*id as usize].head.sort_by_key(|s| s.t_ms);
-                    st.series[*id as usize].head.dedup_by_key(|s| s.t_ms);
+                // Put the samples back so nothing is lost (the WAL still
+                // covers them); writes since the freeze are newer.
+                for (id, chunk) in &frozen.samples {
+                    st.series[*id as usize].head.merge_older(chunk);
                 }
                 Err(e)
             }
@@ -588,8 +585,9 @@ impl ParquetMetricStore {
         let mut parts: BTreeMap<i64, FileRows> = BTreeMap::new();
         {
             let st = self.core.state.read();
-            for (id, samples) in &frozen.samples {
-                let labels = st.series[*id as usize].labels.clone();
+            for (id, chunk) in &frozen.samples {
+                let samples = chunk.samples();
+                let labels = Arc::new(st.series[*id as usize].labels.unpack());
                 let mut i = 0;
                 while i < samples.len() {
                     let p = samples[i].t_ms.div_euclid(part_ms) * part_ms;
@@ -834,7 +832,10 @@ impl ParquetMetricStore {
                 let st = self.core.state.read();
                 merged
                     .into_iter()
-                    .map(|(id, runs)| (id, st.series[id as usize].labels.clone(), merge_runs(runs)))
+                    .map(|(id, runs)| {
+                        let labels = Arc::new(st.series[id as usize].labels.unpack());
+                        (id, labels, merge_runs(runs))
+                    })
                     .collect()
             };
             let generation = files.iter().map(|f| f.generation).max().unwrap_or(0);
@@ -1017,7 +1018,7 @@ impl SeriesSource for ParquetMetricStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MatchOp, METRIC_NAME};
+    use crate::model::MatchOp;
     use crate::storage::suite;
 
     fn opts() -> MetricsOptions {
