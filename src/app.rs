@@ -176,7 +176,14 @@ pub async fn start(cfg: Config) -> Result<Server, AppError> {
     let api_stop = CancellationToken::new();
     let api_task = tokio::spawn(serve_http(
         api_listener,
-        crate::api::http::api_router(api_state, sql_limits(&cfg.sql)),
+        crate::api::http::api_router(
+            api_state,
+            sql_limits(&cfg.sql),
+            crate::api::http::prom::PromLimits {
+                result_cache_bytes: cfg.metrics.query_cache_size.0 as usize,
+                ..Default::default()
+            },
+        ),
         api_stop.clone(),
     ));
 

@@ -490,6 +490,10 @@ pub struct MetricsConfig {
     /// Resource attributes copied onto every series as labels (after
     /// `job` and `instance`, which are always derived).
     pub promote_resource_attributes: Vec<String>,
+    /// Memory for PromQL range-query results over settled time (older
+    /// than 5 minutes), reused by repeated and moved-forward queries; 0
+    /// turns the cache off.
+    pub query_cache_size: ByteSize,
 }
 
 impl Default for MetricsConfig {
@@ -503,6 +507,7 @@ impl Default for MetricsConfig {
             max_series: 2_000_000,
             active_series_window: HumanDuration(Duration::from_secs(3600)),
             promote_resource_attributes: vec![],
+            query_cache_size: ByteSize(64 << 20),
         }
     }
 }

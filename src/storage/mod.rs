@@ -292,7 +292,18 @@ pub trait SeriesSource: Send + Sync {
         end_ms: i64,
     ) -> Result<Vec<String>, StorageError>;
     fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError>;
+    /// A number that changes whenever samples at or before
+    /// [`SETTLED_MS`] ago are added, replaced or deleted (late writes,
+    /// retention), so query results over that time can be reused while it
+    /// stays the same. `None` when the source does not track it.
+    fn settled_generation(&self) -> Option<u64> {
+        None
+    }
 }
+
+/// Samples older than this (before now) are "settled": see
+/// [`SeriesSource::settled_generation`].
+pub const SETTLED_MS: i64 = 5 * 60_000;
 
 pub trait MetricStore: StoreLifecycle + SeriesSource {
     /// OTLP metrics, mapped to series (delta sums accumulated to cumulative).

@@ -26,11 +26,8 @@ use std::sync::Arc;
 /// The API router: health, readiness, self-metrics, status, the trace, log
 /// and metrics APIs, the Prometheus query API over the metrics store, the
 /// SQL API, and the embedded web UI for every other path (`api::ui`).
-pub fn api_router(state: ApiState, sql_limits: SqlLimits) -> Router {
-    let promql = prom::prom_router(
-        Arc::new(RuntimeSeries(state.clone())),
-        prom::PromLimits::default(),
-    );
+pub fn api_router(state: ApiState, sql_limits: SqlLimits, prom_limits: prom::PromLimits) -> Router {
+    let promql = prom::prom_router(Arc::new(RuntimeSeries(state.clone())), prom_limits);
     let sql = match SqlEngine::new(sql_limits, state.telemetry.registry()) {
         Ok(engine) => sql::router(Arc::new(engine)),
         Err(e) => {
@@ -108,6 +105,10 @@ impl SeriesSource for RuntimeSeries {
 
     fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError> {
         self.store()?.metadata()
+    }
+
+    fn settled_generation(&self) -> Option<u64> {
+        self.store().ok()?.settled_generation()
     }
 }
 

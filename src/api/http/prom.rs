@@ -26,8 +26,8 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::query::promql::{
-    format_value, instant_query, range_query, selector_matchers, LabelMatcher, Labels, PromError,
-    QueryLimits, QueryValue, SeriesSource,
+    format_value, instant_query, selector_matchers, LabelMatcher, Labels, PromError, QueryLimits,
+    QueryValue, ResultCache, SeriesSource,
 };
 
 /// Limits of the Prometheus API.
@@ -41,6 +41,8 @@ pub struct PromLimits {
     /// Most entries `series`, `labels` and `label/<name>/values` return
     /// (a smaller `limit` parameter wins).
     pub max_list_results: usize,
+    /// Memory of the range-query result cache (0: none).
+    pub result_cache_bytes: usize,
 }
 
 impl Default for PromLimits {
@@ -49,6 +51,7 @@ impl Default for PromLimits {
             query: QueryLimits::default(),
             max_points_per_series: 11_000,
             max_list_results: 100_000,
+            result_cache_bytes: 64 << 20,
         }
     }
 }
@@ -57,6 +60,7 @@ impl Default for PromLimits {
 pub struct PromState {
     pub source: Arc<dyn SeriesSource>,
     pub limits: PromLimits,
+    pub cache: Arc<ResultCache>,
 }
 
 /// The Prometheus API router (paths under `/api/v1`).
@@ -70,7 +74,11 @@ pub fn prom_router(source: Arc<dyn SeriesSource>, limits: PromLimits) -> Router 
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/query_exemplars", get(exemplars).post(exemplars))
         .route("/api/v1/status/buildinfo", get(buildinfo))
-        .with_state(PromState { source, limits })
+        .with_state(PromState {
+            source,
+            cache: Arc::new(ResultCache::new(limits.result_cache_bytes)),
+            limits,
+        })
 }
 
 /// An API error in Prometheus's terms.
@@ -408,8 +416,14 @@ async fn query_range(
     }
     let limits = limits_for(&st, &p)?;
     let src = st.source.clone();
-    let v = blocking(move |c| range_query(src.as_ref(), &q, start, end, step, &limits, Some(c)))
-        .await?;
+    let cache = st.cache.clone();
+    let v = blocking(move |c| {
+        let now = now_ms();
+        cache
+            .range_query(src.as_ref(), &q, start, end, step, &limits, Some(c), now)
+            .map(|(v, _)| v)
+    })
+    .await?;
     Ok(success(render(v), Vec::new()))
 }
 

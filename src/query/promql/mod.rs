@@ -8,6 +8,7 @@
 //! search. Nothing here knows HTTP; `api::http::prom` renders the results.
 //! This module must not touch storage engines or the `MetricStore` trait.
 
+mod cache;
 mod eval;
 pub(crate) mod functions;
 
@@ -37,6 +38,7 @@ pub fn is_stale(v: f64) -> bool {
 }
 
 pub use crate::storage::SeriesSource;
+pub use cache::{CacheUse, ResultCache};
 
 /// Compiles label matchers once (regexes fully anchored, as in Prometheus).
 pub struct CompiledMatchers {

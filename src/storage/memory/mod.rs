@@ -450,6 +450,9 @@ impl SeriesSource for MemoryMetricStore {
     fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError> {
         Ok(self.core.metadata())
     }
+    fn settled_generation(&self) -> Option<u64> {
+        Some(self.core.settled_generation())
+    }
 }
 
 #[cfg(test)]

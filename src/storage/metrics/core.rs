@@ -197,6 +197,8 @@ pub struct Core {
     pub(super) durable: AtomicU64,
     pub(super) flush_lock: Mutex<()>,
     pub(super) generation: AtomicU64,
+    /// See [`crate::storage::SeriesSource::settled_generation`].
+    pub(super) settled: AtomicU64,
 }
 
 impl Core {
@@ -208,6 +210,7 @@ impl Core {
             durable: AtomicU64::new(0),
             flush_lock: Mutex::new(()),
             generation: AtomicU64::new(1),
+            settled: AtomicU64::new(0),
         }
     }
 
@@ -227,10 +230,22 @@ impl Core {
         }
     }
 
+    pub fn settled_generation(&self) -> u64 {
+        self.settled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks settled data as changed (see `settled_generation`).
+    pub fn settled_changed(&self) {
+        self.settled
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// OTLP metrics, mapped and accumulated.
     pub fn write_metrics(&self, seq: u64, metrics: &[Metric]) {
         let mapped = map_metrics(metrics, &self.opts.mapping);
         let min_t = self.min_time();
+        let settled = now_ms() - crate::storage::SETTLED_MS;
+        let mut late = false;
         let mut touched = Vec::new();
         {
             let mut st = self.state.write();
@@ -261,12 +276,16 @@ impl Core {
                         d.total
                     }
                 };
+                late |= p.t_ms <= settled;
                 st.insert(id, Sample { t_ms: p.t_ms, v });
                 touched.push(id);
             }
             st.last_seq = st.last_seq.max(seq);
             touched.dedup();
             self.register(&st, &touched);
+            if late {
+                self.settled_changed();
+            }
         }
     }
 
@@ -284,6 +303,8 @@ impl Core {
     /// Prometheus series as given (remote_write).
     pub fn write_series(&self, seq: u64, series: Vec<Series>) {
         let min_t = self.min_time();
+        let settled = now_ms() - crate::storage::SETTLED_MS;
+        let mut late = false;
         let mut touched = Vec::new();
         let mut st = self.state.write();
         for s in series {
@@ -293,12 +314,16 @@ impl Core {
                     st.dropped_too_old += 1;
                     continue;
                 }
+                late |= x.t_ms <= settled;
                 st.insert(id, x);
             }
             touched.push(id);
         }
         st.last_seq = st.last_seq.max(seq);
         self.register(&st, &touched);
+        if late {
+            self.settled_changed();
+        }
     }
 
     /// Ids of the series matching every matcher, ascending.
@@ -805,6 +830,36 @@ mod tests {
 
     fn pts(s: Vec<Sample>) -> Vec<(i64, f64)> {
         s.into_iter().map(|x| (x.t_ms, x.v)).collect()
+    }
+
+    #[test]
+    fn late_writes_change_the_settled_generation_and_recent_ones_do_not() {
+        let core = Core::new(MetricsOptions::default(), None);
+        let labels: Labels = vec![(METRIC_NAME.into(), "up".into())];
+        let write = |t_ms: i64| {
+            core.write_series(
+                1,
+                vec![Series {
+                    labels: labels.clone(),
+                    samples: vec![Sample { t_ms, v: 1.0 }],
+                }],
+            )
+        };
+        let g0 = core.settled_generation();
+        write(now_ms());
+        write(now_ms() - crate::storage::SETTLED_MS + 10_000);
+        assert_eq!(core.settled_generation(), g0);
+        write(now_ms() - crate::storage::SETTLED_MS - 1);
+        let g1 = core.settled_generation();
+        assert!(g1 > g0);
+        // OTLP points too.
+        let ns = |ms: i64| ms as u64 * 1_000_000;
+        let recent = crate::storage::suite::gauge("g", ns(now_ms()), 1.0);
+        core.write_metrics(2, &[recent]);
+        assert_eq!(core.settled_generation(), g1);
+        let old = crate::storage::suite::gauge("g", ns(now_ms() - 3_600_000), 1.0);
+        core.write_metrics(3, &[old]);
+        assert!(core.settled_generation() > g1);
     }
 
     #[test]

@@ -785,6 +785,7 @@ impl ParquetMetricStore {
                 st.files.retain(|f| !names.contains(&f.name));
                 st.disk_samples -= expired.iter().map(|f| f.samples).sum::<u64>();
                 drop(st);
+                self.core.settled_changed();
                 let parts: HashSet<i64> = expired.iter().map(|f| f.partition).collect();
                 for p in parts {
                     let still = self
@@ -1012,6 +1013,9 @@ impl SeriesSource for ParquetMetricStore {
     }
     fn metadata(&self) -> Result<Vec<MetricMeta>, StorageError> {
         Ok(self.core.metadata())
+    }
+    fn settled_generation(&self) -> Option<u64> {
+        Some(self.core.settled_generation())
     }
 }
 
@@ -1380,7 +1384,12 @@ mod tests {
             vec![series("r", &[(now - 20 * 3_600_000, 9.0), (now, 3.0)])],
         )
         .unwrap();
+        let generation = s.settled_generation();
         s.close().unwrap();
+        assert!(
+            s.settled_generation() > generation,
+            "dropping partitions changes settled data"
+        );
         assert_eq!(
             vals(&s, "r"),
             vec![(now - 1000, 2.0), (now, 3.0)],
