@@ -339,6 +339,80 @@ async fn remote_write_stores_series_and_survives_restart() {
     assert_eq!(label(&up[1].labels, "job"), Some("b"));
 }
 
+/// `query_range` over the last 2 h at a 1 m step, as (t_s, value) of the
+/// one result series.
+async fn range_points(s: &TestServer, expr: &str, start_s: i64, end_s: i64) -> Vec<(i64, f64)> {
+    let r = s
+        .http
+        .get(s.api_url("/api/v1/query_range"))
+        .query(&[
+            ("query", expr.to_string()),
+            ("start", start_s.to_string()),
+            ("end", end_s.to_string()),
+            ("step", "60".to_string()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    let result = body["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{body}");
+    result[0]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p[0].as_f64().unwrap() as i64,
+                p[1].as_str().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Repeated range queries may reuse results over settled time; a late
+/// sample in that time must still show in the next answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_samples_show_in_repeated_range_queries() {
+    let s = TestServer::start_with(&[]).await;
+    let now = now_ms() / 60_000 * 60_000;
+    let samples: Vec<(i64, f64)> = (0..=120)
+        .map(|i| (now - 7_200_000 + i * 60_000, 1.0))
+        .collect();
+    let r = remote_write(&s, snappy(&write_request(&[("gauge", "a", &samples[..])]))).await;
+    assert_eq!(r.status(), 204);
+    s.eventually("samples", |srv| {
+        select_name(srv, "gauge")
+            .first()
+            .is_some_and(|x| x.samples.len() == samples.len())
+    })
+    .await;
+    let (start, end) = ((now - 7_200_000) / 1000, now / 1000);
+    let first = range_points(&s, "gauge * 2", start, end).await;
+    assert_eq!(first.len(), 121);
+    assert!(first.iter().all(|p| p.1 == 2.0));
+    assert_eq!(range_points(&s, "gauge * 2", start, end).await, first);
+    // Rewrite the sample an hour ago.
+    let t = now - 3_600_000;
+    let r = remote_write(
+        &s,
+        snappy(&write_request(&[("gauge", "a", &[(t, 5.0)][..])])),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    s.eventually("the rewrite", |srv| {
+        select_name(srv, "gauge")[0]
+            .samples
+            .iter()
+            .any(|x| x.t_ms == t && x.v == 5.0)
+    })
+    .await;
+    let after = range_points(&s, "gauge * 2", start, end).await;
+    let changed: Vec<(i64, f64)> = after.iter().filter(|p| p.1 != 2.0).copied().collect();
+    assert_eq!(changed, vec![(t / 1000, 10.0)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remote_write_body_cap() {
     let s = TestServer::start_with(&[
