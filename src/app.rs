@@ -432,6 +432,12 @@ async fn serve_http(
     router: axum::Router,
     stop: CancellationToken,
 ) -> Result<(), AppError> {
+    use axum::serve::ListenerExt;
+    // Without TCP_NODELAY, Nagle's algorithm can hold back the last
+    // segment of a response until the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .with_graceful_shutdown(stop.cancelled_owned())
         .await

@@ -13,8 +13,9 @@ pub mod otlp;
 pub mod redact;
 pub mod remote_write;
 
+use crate::model::time::now_ns;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -119,13 +120,6 @@ pub struct Pipeline {
     redactor: Option<Arc<redact::Redactor>>,
     metric_guard: Option<Arc<SeriesGuard>>,
     max_body_bytes: u64,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 impl Pipeline {

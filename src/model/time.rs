@@ -1,6 +1,20 @@
-//! Proleptic Gregorian calendar arithmetic on days since 1970-01-01, shared
-//! by every place that reads or writes dates (RFC 3339 parameters and
-//! output, PromQL's date functions).
+//! The wall clock, and proleptic Gregorian calendar arithmetic on days
+//! since 1970-01-01, shared by every place that reads or writes dates
+//! (RFC 3339 parameters and output, PromQL's date functions).
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Nanoseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// Days since 1970-01-01 of the date `y-m-d` (month 1–12, day 1–31).
 pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {

@@ -1,14 +1,7 @@
 //! RFC 3339 timestamps (UTC, milliseconds) for the Alertmanager and
 //! Prometheus API shapes, and the wall clock.
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
+pub use crate::model::time::now_ms;
 use crate::model::time::{civil_from_days, days_from_civil};
 
 /// `2024-05-01T12:00:00.123Z`.

@@ -5,10 +5,11 @@
 //! `query::logs`, the work is done by the `LogStore` on the blocking pool
 //! under a deadline.
 
+use crate::model::time::now_ns;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -90,13 +91,6 @@ async fn run<T: Send + 'static>(
             ),
         )),
     }
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// Query parameters, with unknown names refused.

@@ -12,10 +12,11 @@
 //! Queries run on the blocking pool with the deadline and sample limit of
 //! [`PromLimits`].
 
+use crate::model::time::now_ms;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -167,13 +168,6 @@ impl Params {
             .map(|(_, v)| v.as_str())
             .collect()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A time parameter: Unix seconds (float) or RFC 3339.

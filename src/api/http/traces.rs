@@ -8,9 +8,10 @@
 //! Handlers parse and render only; the work runs in `query::traces` on the
 //! blocking pool.
 
+use crate::model::time::now_ns;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -58,12 +59,6 @@ pub fn router() -> Router<ApiState> {
 }
 
 type Params = Query<Vec<(String, String)>>;
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
 
 fn to_api(e: TraceQueryError) -> ApiError {
     let kind = match &e {

@@ -29,12 +29,13 @@
 //! and, while the WAL replays seqs up to it, deletes a seq's records before
 //! writing them again, so replay never duplicates.
 
+use crate::model::time::now_ns;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 use tantivy::collector::{Collector, Count, SegmentCollector};
@@ -289,13 +290,6 @@ struct Inner {
 pub struct LogIndex {
     inner: Arc<Inner>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 impl LogIndex {

@@ -13,6 +13,7 @@
 //! Every call blocks: async callers use `spawn_blocking`. This is the only
 //! module that imports `rusqlite`.
 
+use crate::model::time::now_ms;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -116,13 +117,6 @@ pub struct HistoryQuery {
 pub struct MetaStore {
     conn: Mutex<Connection>,
     path: PathBuf,
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl MetaStore {

@@ -9,10 +9,11 @@
 //! series; a delta point whose end time is not after the last one added is
 //! a re-send and is ignored, so identical re-exports never double count.
 
+pub use crate::model::time::now_ms;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
 use regex::Regex;
@@ -26,13 +27,6 @@ use crate::model::{
     LabelMatcher, Labels, MatchOp, Metric, MetricMeta, Sample, Series, METRIC_NAME,
 };
 use crate::storage::{ScanStats, StorageError, StoreStats};
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Running total of a series fed by delta points.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -41,11 +41,12 @@
 //! ranges to the retention window so expired data not yet compacted away
 //! is not reported.
 
+use crate::model::time::now_ns;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use rocksdb::compaction_filter::Decision;
@@ -107,12 +108,6 @@ impl TraceStoreOptions {
 
 fn backend(e: impl std::fmt::Display) -> StorageError {
     StorageError::Backend(e.to_string())
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Interned resources and scopes: small, loaded at open, shared by spans.
