@@ -5,8 +5,10 @@
 //!   directly to the Parquet store (flushed every 2 h of data, as the head
 //!   would be), plus memory per active series of the head.
 //! - `store-query [SERIES] [HOURS] [RUNS]`: fills the store as `disk` does,
-//!   then times PromQL range queries (24 h, 60 s step) evaluated in-process
-//!   over it: `rate()` over 1k series and `sum by (code) (rate())` over 3k.
+//!   adds 100 request-duration histograms (10 buckets each), then times
+//!   PromQL range queries (24 h, 60 s step) evaluated in-process over it:
+//!   `rate()` over 1k series, `histogram_quantile()` over the 1k bucket
+//!   series and `sum by (code) (rate())` over 3k.
 //! - `ingest [SERIES] [HOURS] [SECONDS]`: starts tern in-process on a temp
 //!   dir and measures samples/s over remote_write (HTTP; SERIES series
 //!   scraped every 15 s over the HOURS before now) and over OTLP/gRPC (for
@@ -259,6 +261,73 @@ fn fill(series: usize, hours: i64) -> Filled {
     }
 }
 
+/// Upper bounds of the request-duration histograms' buckets.
+const LES: [&str; 10] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf",
+];
+
+/// Writes `histograms` request-duration histograms (10 `le` buckets each:
+/// 10 handlers on histograms/10 instances) scraped every 15 s over the
+/// `hours` before `end_ms` to `store`, flushing every 2 h of data as the
+/// head would.
+fn fill_histograms(store: &ParquetMetricStore, histograms: usize, hours: i64, end_ms: i64) {
+    let mut rng = Rng(11);
+    // Per histogram: labels of each bucket, cumulative counts, and how
+    // slow its handler is (the bucket index latencies centre on).
+    let mut hists: Vec<(Vec<Vec<(String, String)>>, [f64; 10], u64)> = (0..histograms)
+        .map(|i| {
+            let (handler, instance) = (i % 10, i / 10);
+            let labels = LES
+                .iter()
+                .map(|le| {
+                    vec![
+                        (
+                            "__name__".to_string(),
+                            "http_request_duration_seconds_bucket".to_string(),
+                        ),
+                        ("handler".into(), format!("/api/v1/h{handler}")),
+                        (
+                            "instance".into(),
+                            format!("10.0.{}.{}:9100", instance / 250, instance % 250),
+                        ),
+                        ("job".into(), format!("service-{}", instance % 20)),
+                        ("le".into(), le.to_string()),
+                    ]
+                })
+                .collect();
+            (labels, [0.0; 10], 2 + handler as u64 % 5)
+        })
+        .collect();
+    let steps = hours * 3_600_000 / STEP_MS;
+    let start = end_ms - steps * STEP_MS;
+    let per_flush = 2 * 3_600_000 / STEP_MS;
+    for step in 0..steps {
+        let mut batch = Vec::with_capacity(histograms * LES.len());
+        for (labels, counts, centre) in hists.iter_mut() {
+            // A few dozen requests per scrape, each counted in the bucket
+            // of its latency and every bucket above.
+            for _ in 0..rng.below(40) {
+                let b = (*centre + rng.below(5)).saturating_sub(2).min(9) as usize;
+                for c in &mut counts[b..] {
+                    *c += 1.0;
+                }
+            }
+            let t_ms = scrape_ts(start, step, &mut rng);
+            for (l, &v) in labels.iter().zip(counts.iter()) {
+                batch.push(Series {
+                    labels: l.clone(),
+                    samples: vec![Sample { t_ms, v }],
+                });
+            }
+        }
+        store.write_series(0, batch).expect("write");
+        if (step + 1) % per_flush == 0 {
+            store.flush_head(true).expect("flush");
+        }
+    }
+    store.flush_head(true).expect("flush");
+}
+
 /// Compressed bytes per column over every samples file under `p`, and the
 /// series tables' total, from the Parquet footers.
 fn column_bytes(p: &std::path::Path, out: &mut std::collections::BTreeMap<String, u64>) {
@@ -322,7 +391,9 @@ fn store_query(series: usize, hours: i64, runs: usize) {
     use tern::query::promql::{range_query, QueryLimits, QueryValue};
     let f = fill(series, hours);
     f.store.flush_head(true).expect("flush");
-    eprintln!("filled {} samples; querying", f.samples);
+    // 100 histograms × 10 buckets beside the fleet.
+    fill_histograms(&f.store, 100, hours, f.end_ms);
+    eprintln!("filled {} samples; querying", f.store.stats().records);
     let end = f.end_ms;
     let start = end - hours * 3_600_000;
     let limits = QueryLimits::default();
@@ -331,6 +402,11 @@ fn store_query(series: usize, hours: i64, runs: usize) {
         (
             "rate_1k",
             r#"rate(http_requests_total{handler=~"/api/v1/h(1|2|3|4|5|6|7|8|9|10)"}[5m])"#,
+        ),
+        // 100 histograms × 10 buckets: 1,000 series.
+        (
+            "histogram_quantile_1k",
+            "histogram_quantile(0.9, sum by (le, handler) (rate(http_request_duration_seconds_bucket[5m])))",
         ),
         (
             "sum_by_code_rate_3k",
