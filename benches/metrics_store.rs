@@ -271,10 +271,11 @@ const LES: [&str; 10] = [
 /// `hours` before `end_ms` to `store`, flushing every 2 h of data as the
 /// head would.
 fn fill_histograms(store: &ParquetMetricStore, histograms: usize, hours: i64, end_ms: i64) {
+    /// One histogram: labels of each bucket, cumulative counts, and how
+    /// slow its handler is (the bucket index latencies centre on).
+    type Histogram = (Vec<Vec<(String, String)>>, [f64; 10], u64);
     let mut rng = Rng(11);
-    // Per histogram: labels of each bucket, cumulative counts, and how
-    // slow its handler is (the bucket index latencies centre on).
-    let mut hists: Vec<(Vec<Vec<(String, String)>>, [f64; 10], u64)> = (0..histograms)
+    let mut hists: Vec<Histogram> = (0..histograms)
         .map(|i| {
             let (handler, instance) = (i % 10, i / 10);
             let labels = LES
