@@ -400,29 +400,25 @@ impl Ctx<'_> {
                 }
             }
         }
-        for s in &mut out {
-            // Sources promise time order and the range; enforce both in one
-            // pass, which also notes stale markers.
-            let mut sorted = true;
-            let mut stale = false;
-            let mut prev = i64::MIN;
-            for x in &s.samples {
-                sorted &= x.t_ms > prev;
-                stale |= is_stale(x.v);
-                prev = x.t_ms;
-            }
-            if !sorted {
-                s.samples.sort_by_key(|x| x.t_ms);
-                s.samples.dedup_by_key(|x| x.t_ms);
-            }
-            let b = s.samples.partition_point(|x| x.t_ms <= hi);
-            s.samples.truncate(b);
-            let a = s.samples.partition_point(|x| x.t_ms < lo);
-            if a > 0 {
-                s.samples.drain(..a);
-            }
-            if drop_stale && stale {
-                s.samples.retain(|x| !is_stale(x.v));
+        // Large selections are checked on every core.
+        let total: usize = out.iter().map(|s| s.samples.len()).sum();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        if threads > 1 && total >= PARALLEL_CHECK_SAMPLES {
+            let chunk = out.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                for part in out.chunks_mut(chunk) {
+                    scope.spawn(move || {
+                        for s in part {
+                            normalize(s, lo, hi, drop_stale);
+                        }
+                    });
+                }
+            });
+        } else {
+            for s in &mut out {
+                normalize(s, lo, hi, drop_stale);
             }
         }
         if drop_stale {
@@ -717,6 +713,26 @@ impl Ctx<'_> {
             None
         };
         let mut out = Vec::with_capacity(groups.len());
+        if matches!(op, T_SUM | T_COUNT | T_GROUP | T_MIN | T_MAX) {
+            // One pass over each member series into per-step accumulators,
+            // adding in member order as the per-step path below does.
+            let mut acc: Vec<Acc> = Vec::new();
+            for (key, members) in groups {
+                self.check()?;
+                acc.clear();
+                acc.resize(g.n, Acc::EMPTY);
+                for &si in &members {
+                    for (a, v) in acc.iter_mut().zip(&svs[si].vals) {
+                        if let Some(x) = *v {
+                            a.add(x);
+                        }
+                    }
+                }
+                let vals = acc.iter().map(|a| a.value(op)).collect();
+                out.push(Sv { labels: key, vals });
+            }
+            return Ok(Val::Vector(out));
+        }
         let mut buf: Vec<f64> = Vec::new();
         for (key, members) in groups {
             let mut vals = vec![None; g.n];
@@ -1055,6 +1071,35 @@ impl Ctx<'_> {
     }
 }
 
+/// Selected samples above which [`normalize`] runs on several threads.
+const PARALLEL_CHECK_SAMPLES: usize = 1_000_000;
+
+/// Sources promise time order and the range; enforces both in one pass,
+/// which also notes stale markers (removed with `drop_stale`).
+fn normalize(s: &mut Series, lo: i64, hi: i64, drop_stale: bool) {
+    let mut sorted = true;
+    let mut stale = false;
+    let mut prev = i64::MIN;
+    for x in &s.samples {
+        sorted &= x.t_ms > prev;
+        stale |= is_stale(x.v);
+        prev = x.t_ms;
+    }
+    if !sorted {
+        s.samples.sort_by_key(|x| x.t_ms);
+        s.samples.dedup_by_key(|x| x.t_ms);
+    }
+    let b = s.samples.partition_point(|x| x.t_ms <= hi);
+    s.samples.truncate(b);
+    let a = s.samples.partition_point(|x| x.t_ms < lo);
+    if a > 0 {
+        s.samples.drain(..a);
+    }
+    if drop_stale && stale {
+        s.samples.retain(|x| !is_stale(x.v));
+    }
+}
+
 fn min_max(v: &[i64]) -> (i64, i64) {
     let lo = v.iter().copied().min().unwrap_or(0);
     let hi = v.iter().copied().max().unwrap_or(0);
@@ -1116,6 +1161,62 @@ fn ratio_offset(l: &Labels) -> f64 {
         }
     }
     h as f64 / u64::MAX as f64
+}
+
+/// A running `sum`, `count`, `group`, `min` or `max` of one step's values:
+/// the same arithmetic, in the same order, as [`kahan_sum`] and the folds
+/// over a buffer of them.
+#[derive(Clone, Copy)]
+struct Acc {
+    n: u32,
+    sum: f64,
+    c: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Acc {
+    const EMPTY: Acc = Acc {
+        n: 0,
+        sum: 0.0,
+        c: 0.0,
+        min: f64::NAN,
+        max: f64::NAN,
+    };
+
+    #[inline]
+    fn add(&mut self, x: f64) {
+        self.n += 1;
+        let t = self.sum + x;
+        if t.is_infinite() {
+            self.c = 0.0;
+        } else if self.sum.abs() >= x.abs() {
+            self.c += (self.sum - t) + x;
+        } else {
+            self.c += (x - t) + self.sum;
+        }
+        self.sum = t;
+        if self.min.is_nan() || x < self.min {
+            self.min = x;
+        }
+        if self.max.is_nan() || x > self.max {
+            self.max = x;
+        }
+    }
+
+    fn value(&self, op: u16) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        Some(match op {
+            T_SUM if self.c.is_finite() => self.sum + self.c,
+            T_SUM => self.sum,
+            T_COUNT => self.n as f64,
+            T_GROUP => 1.0,
+            T_MIN => self.min,
+            _ => self.max,
+        })
+    }
 }
 
 /// Kahan-compensated sum.
