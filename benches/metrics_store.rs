@@ -36,7 +36,7 @@ use prost::Message;
 use tern::ingest::remote_write::{Label, PromSample, TimeSeries, WriteRequest};
 use tern::model::{Sample, Series};
 use tern::storage::metrics::{MetricsOptions, ParquetMetricStore};
-use tern::storage::{MetricStore, StoreLifecycle};
+use tern::storage::{MetricStore, SeriesSource, StoreLifecycle};
 
 const STEP_MS: i64 = 15_000;
 
@@ -416,7 +416,20 @@ fn store_query(series: usize, hours: i64, runs: usize) {
     ];
     for (name, q) in queries {
         let mut times = Vec::new();
+        let mut select_times = Vec::new();
         let mut result_series = 0;
+        // The storage read alone: the query's selector over its 5m windows.
+        let selector = q
+            .split_once("rate(")
+            .and_then(|(_, r)| r.split_once("[5m]"))
+            .map(|(sel, _)| sel)
+            .expect("a rate() query");
+        let matchers = match tern::query::promql::parse(selector).expect("selector") {
+            promql_parser::parser::Expr::VectorSelector(vs) => {
+                tern::query::promql::selector_matchers(&vs).remove(0)
+            }
+            _ => panic!("not a selector: {selector}"),
+        };
         for _ in 0..runs.max(1) {
             let t0 = Instant::now();
             let r = range_query(&f.store, q, start, end, 60_000, &limits, None).expect("query");
@@ -424,9 +437,16 @@ fn store_query(series: usize, hours: i64, runs: usize) {
             if let QueryValue::Matrix(m) = r {
                 result_series = m.len();
             }
+            let t0 = Instant::now();
+            let got = SeriesSource::select(&f.store, &matchers, start - 300_000 + 1, end)
+                .expect("select");
+            select_times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            drop(got);
         }
         times.sort_by(|a, b| a.total_cmp(b));
+        select_times.sort_by(|a, b| a.total_cmp(b));
         let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        let select_p50 = select_times[(select_times.len() - 1) / 2];
         println!(
             "{}",
             serde_json::json!({
@@ -440,6 +460,7 @@ fn store_query(series: usize, hours: i64, runs: usize) {
                 "runs": times.len(),
                 "p50_ms": pick(0.5),
                 "p99_ms": pick(0.99),
+                "select_p50_ms": select_p50,
             })
         );
     }
