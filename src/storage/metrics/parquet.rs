@@ -290,52 +290,59 @@ impl Columns<'_> {
         out: &mut Vec<Sample>,
     ) -> usize {
         let before = out.len();
-        out.reserve(len);
-        let keep = |t_ms: i64| t_ms >= start && t_ms <= end;
         match &self.layout {
-            // A series holds either mantissas or floats in every row.
+            // A series holds either mantissas or floats in every row: whole
+            // runs decode in a loop without per-row checks.
             Layout::Diff { dt, vd, vf, scale } => {
                 let dts = &dt.values()[i..i + len];
                 let nulls = vd.nulls().map_or(0, |n| n.slice(i, len).null_count());
+                let (mut tt, mut mm) = (*t, *m);
                 if nulls == 0 {
                     let rows = dts
                         .iter()
                         .zip(&vd.values()[i..i + len])
                         .zip(&scale.values()[i..i + len]);
-                    for ((&d, &z), &k) in rows {
-                        *t = t.wrapping_add(d);
-                        *m = m.wrapping_add(unzigzag(z));
-                        if keep(*t) {
-                            out.push(Sample {
-                                t_ms: *t,
-                                v: decode_decimal(*m, k),
-                            });
+                    out.extend(rows.map(|((&d, &z), &k)| {
+                        tt = tt.wrapping_add(d);
+                        mm = mm.wrapping_add(unzigzag(z));
+                        Sample {
+                            t_ms: tt,
+                            v: decode_decimal(mm, k),
                         }
-                    }
+                    }));
                 } else if nulls == len {
-                    for (&d, &v) in dts.iter().zip(&vf.values()[i..i + len]) {
-                        *t = t.wrapping_add(d);
-                        if keep(*t) {
-                            out.push(Sample { t_ms: *t, v });
-                        }
-                    }
+                    out.extend(dts.iter().zip(&vf.values()[i..i + len]).map(|(&d, &v)| {
+                        tt = tt.wrapping_add(d);
+                        Sample { t_ms: tt, v }
+                    }));
                 } else {
-                    for r in i..i + len {
-                        let (t_ms, v) = self.sample(r, t, m);
-                        if keep(t_ms) {
-                            out.push(Sample { t_ms, v });
-                        }
-                    }
+                    out.extend((i..i + len).map(|r| {
+                        let (t_ms, v) = self.sample(r, &mut tt, &mut mm);
+                        Sample { t_ms, v }
+                    }));
                 }
+                (*t, *m) = (tt, mm);
             }
             _ => {
-                for r in i..i + len {
+                out.extend((i..i + len).map(|r| {
                     let (t_ms, v) = self.sample(r, t, m);
-                    if keep(t_ms) {
-                        out.push(Sample { t_ms, v });
-                    }
+                    Sample { t_ms, v }
+                }));
+            }
+        }
+        // Rows are in time order, so only a run at an edge of the range
+        // (files partly inside it) has rows to drop.
+        let run = &out[before..];
+        let inside = |x: &Sample| x.t_ms >= start && x.t_ms <= end;
+        if !(run.first().is_none_or(inside) && run.last().is_none_or(inside)) {
+            let mut w = before;
+            for r in before..out.len() {
+                if inside(&out[r]) {
+                    out[w] = out[r];
+                    w += 1;
                 }
             }
+            out.truncate(w);
         }
         out.len() - before
     }
