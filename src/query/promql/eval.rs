@@ -714,24 +714,13 @@ impl Ctx<'_> {
         };
         let mut out = Vec::with_capacity(groups.len());
         if matches!(op, T_SUM | T_COUNT | T_GROUP | T_MIN | T_MAX) {
-            // One pass over each member series into per-step accumulators,
-            // adding in member order as the per-step path below does.
-            let mut acc: Vec<Acc> = Vec::new();
-            for (key, members) in groups {
-                self.check()?;
-                acc.clear();
-                acc.resize(g.n, Acc::EMPTY);
-                for &si in &members {
-                    for (a, v) in acc.iter_mut().zip(&svs[si].vals) {
-                        if let Some(x) = *v {
-                            a.add(x);
-                        }
-                    }
-                }
-                let vals = acc.iter().map(|a| a.value(op)).collect();
-                out.push(Sv { labels: key, vals });
-            }
-            return Ok(Val::Vector(out));
+            self.check()?;
+            let threads = if svs.len() * g.n >= PARALLEL_AGGREGATE {
+                std::thread::available_parallelism().map_or(1, |t| t.get())
+            } else {
+                1
+            };
+            return Ok(Val::Vector(accumulate(&svs, groups, op, g.n, threads)));
         }
         let mut buf: Vec<f64> = Vec::new();
         for (key, members) in groups {
@@ -1071,6 +1060,74 @@ impl Ctx<'_> {
     }
 }
 
+/// Input values (series × steps) above which [`accumulate`] splits the
+/// steps over several threads.
+const PARALLEL_AGGREGATE: usize = 200_000;
+
+/// `sum`, `count`, `group`, `min` or `max` of each group: every member
+/// series is added, in member order, into per-step accumulators in one
+/// sequential pass (the same arithmetic as the buffered path). With more
+/// than one thread the steps, never a step's additions, are split.
+fn accumulate(
+    svs: &[Sv],
+    groups: Vec<(Labels, Vec<usize>)>,
+    op: u16,
+    n: usize,
+    threads: usize,
+) -> Vec<Sv> {
+    let mut vals: Vec<Vec<Option<f64>>> = vec![vec![None; n]; groups.len()];
+    let one = |members: &[usize],
+               range: std::ops::Range<usize>,
+               out: &mut [Option<f64>],
+               acc: &mut Vec<Acc>| {
+        acc.clear();
+        acc.resize(range.len(), Acc::EMPTY);
+        for &si in members {
+            for (a, v) in acc.iter_mut().zip(&svs[si].vals[range.clone()]) {
+                if let Some(x) = *v {
+                    a.add(x);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc.iter()) {
+            *o = a.value(op);
+        }
+    };
+    let threads = threads.clamp(1, 8).min(n.max(1));
+    if threads > 1 {
+        let chunk = n.div_ceil(threads);
+        // Per thread, its steps of every group's output.
+        let mut parts: Vec<Vec<&mut [Option<f64>]>> = (0..threads).map(|_| Vec::new()).collect();
+        for v in vals.iter_mut() {
+            for (j, c) in v.chunks_mut(chunk).enumerate() {
+                parts[j].push(c);
+            }
+        }
+        let (groups, one) = (&groups, &one);
+        std::thread::scope(|scope| {
+            for (j, part) in parts.into_iter().enumerate() {
+                scope.spawn(move || {
+                    let mut acc = Vec::with_capacity(chunk);
+                    for ((_, members), out) in groups.iter().zip(part) {
+                        let from = j * chunk;
+                        one(members, from..from + out.len(), out, &mut acc);
+                    }
+                });
+            }
+        });
+    } else {
+        let mut acc = Vec::with_capacity(n);
+        for ((_, members), out) in groups.iter().zip(vals.iter_mut()) {
+            one(members, 0..n, out, &mut acc);
+        }
+    }
+    groups
+        .into_iter()
+        .zip(vals)
+        .map(|((labels, _), vals)| Sv { labels, vals })
+        .collect()
+}
+
 /// Selected samples above which [`normalize`] runs on several threads.
 const PARALLEL_CHECK_SAMPLES: usize = 1_000_000;
 
@@ -1299,5 +1356,89 @@ fn project(l: &Labels, m: &LabelModifier) -> Labels {
             .filter(|(k, _)| k != METRIC_NAME && !ls.labels.iter().any(|x| x == k))
             .cloned()
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accumulated_aggregates_equal_the_buffered_ones_for_any_thread_count() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let n = 37;
+        let special = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -1e300,
+            1e-300,
+            -0.0,
+        ];
+        let svs: Vec<Sv> = (0..40)
+            .map(|k| Sv {
+                labels: vec![("k".into(), k.to_string())],
+                vals: (0..n)
+                    .map(|_| match next() % 10 {
+                        0..=2 => None,
+                        3 => Some(special[(next() % special.len() as u64) as usize]),
+                        4 => Some((next() % 1000) as f64 * 1e16),
+                        _ => Some((next() % 100_000) as f64 / 7.0 - 5000.0),
+                    })
+                    .collect(),
+            })
+            .collect();
+        // Members in a scattered order, one group empty of values.
+        let groups: Vec<(Labels, Vec<usize>)> = vec![
+            (vec![], (0..40).filter(|k| k % 3 == 0).rev().collect()),
+            (
+                vec![("g".into(), "b".into())],
+                (0..40).filter(|k| k % 3 != 0).collect(),
+            ),
+            (vec![("g".into(), "c".into())], vec![]),
+        ];
+        let reference = |op: u16, members: &[usize], i: usize| -> Option<f64> {
+            let buf: Vec<f64> = members.iter().filter_map(|&m| svs[m].vals[i]).collect();
+            if buf.is_empty() {
+                return None;
+            }
+            let fold = |pick: fn(f64, f64) -> bool| {
+                buf.iter().copied().fold(
+                    f64::NAN,
+                    |m, v| if m.is_nan() || pick(v, m) { v } else { m },
+                )
+            };
+            Some(match op {
+                T_SUM => kahan_sum(&buf),
+                T_COUNT => buf.len() as f64,
+                T_GROUP => 1.0,
+                T_MIN => fold(|v, m| v < m),
+                _ => fold(|v, m| v > m),
+            })
+        };
+        for op in [T_SUM, T_COUNT, T_GROUP, T_MIN, T_MAX] {
+            for threads in [1, 2, 3, 8] {
+                let got = accumulate(&svs, groups.clone(), op, n, threads);
+                assert_eq!(got.len(), groups.len());
+                for (sv, (labels, members)) in got.iter().zip(&groups) {
+                    assert_eq!(&sv.labels, labels);
+                    for i in 0..n {
+                        let want = reference(op, members, i).map(f64::to_bits);
+                        assert_eq!(
+                            sv.vals[i].map(f64::to_bits),
+                            want,
+                            "op {op} step {i}, {threads} threads"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
