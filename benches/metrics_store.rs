@@ -6,8 +6,10 @@
 //!   would be), plus memory per active series of the head once it holds
 //!   10 min of samples (the default flush interval) and 2 h of samples.
 //! - `store-query [SERIES] [HOURS] [RUNS]`: fills the store as `disk` does,
-//!   then times PromQL range queries (24 h, 60 s step) evaluated in-process
-//!   over it: `rate()` over 1k series and `sum by (code) (rate())` over 3k.
+//!   adds 100 request-duration histograms (10 buckets each), then times
+//!   PromQL range queries (24 h, 60 s step) evaluated in-process over it:
+//!   `rate()` over 1k series, `histogram_quantile()` over the 1k bucket
+//!   series and `sum by (code) (rate())` over 3k.
 //! - `ingest [SERIES] [HOURS] [SECONDS]`: starts tern in-process on a temp
 //!   dir and measures samples/s over remote_write (HTTP; SERIES series
 //!   scraped every 15 s over the HOURS before now) and over OTLP/gRPC (for
@@ -35,7 +37,7 @@ use prost::Message;
 use tern::ingest::remote_write::{Label, PromSample, TimeSeries, WriteRequest};
 use tern::model::{Sample, Series};
 use tern::storage::metrics::{MetricsOptions, ParquetMetricStore};
-use tern::storage::{MetricStore, StoreLifecycle};
+use tern::storage::{MetricStore, SeriesSource, StoreLifecycle};
 
 const STEP_MS: i64 = 15_000;
 
@@ -308,6 +310,74 @@ fn fill(series: usize, hours: i64) -> Filled {
     }
 }
 
+/// Upper bounds of the request-duration histograms' buckets.
+const LES: [&str; 10] = [
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "+Inf",
+];
+
+/// Writes `histograms` request-duration histograms (10 `le` buckets each:
+/// 10 handlers on histograms/10 instances) scraped every 15 s over the
+/// `hours` before `end_ms` to `store`, flushing every 2 h of data as the
+/// head would.
+fn fill_histograms(store: &ParquetMetricStore, histograms: usize, hours: i64, end_ms: i64) {
+    /// One histogram: labels of each bucket, cumulative counts, and how
+    /// slow its handler is (the bucket index latencies centre on).
+    type Histogram = (Vec<Vec<(String, String)>>, [f64; 10], u64);
+    let mut rng = Rng(11);
+    let mut hists: Vec<Histogram> = (0..histograms)
+        .map(|i| {
+            let (handler, instance) = (i % 10, i / 10);
+            let labels = LES
+                .iter()
+                .map(|le| {
+                    vec![
+                        (
+                            "__name__".to_string(),
+                            "http_request_duration_seconds_bucket".to_string(),
+                        ),
+                        ("handler".into(), format!("/api/v1/h{handler}")),
+                        (
+                            "instance".into(),
+                            format!("10.0.{}.{}:9100", instance / 250, instance % 250),
+                        ),
+                        ("job".into(), format!("service-{}", instance % 20)),
+                        ("le".into(), le.to_string()),
+                    ]
+                })
+                .collect();
+            (labels, [0.0; 10], 2 + handler as u64 % 5)
+        })
+        .collect();
+    let steps = hours * 3_600_000 / STEP_MS;
+    let start = end_ms - steps * STEP_MS;
+    let per_flush = 2 * 3_600_000 / STEP_MS;
+    for step in 0..steps {
+        let mut batch = Vec::with_capacity(histograms * LES.len());
+        for (labels, counts, centre) in hists.iter_mut() {
+            // A few dozen requests per scrape, each counted in the bucket
+            // of its latency and every bucket above.
+            for _ in 0..rng.below(40) {
+                let b = (*centre + rng.below(5)).saturating_sub(2).min(9) as usize;
+                for c in &mut counts[b..] {
+                    *c += 1.0;
+                }
+            }
+            let t_ms = scrape_ts(start, step, &mut rng);
+            for (l, &v) in labels.iter().zip(counts.iter()) {
+                batch.push(Series {
+                    labels: l.clone(),
+                    samples: vec![Sample { t_ms, v }],
+                });
+            }
+        }
+        store.write_series(0, batch).expect("write");
+        if (step + 1) % per_flush == 0 {
+            store.flush_head(true).expect("flush");
+        }
+    }
+    store.flush_head(true).expect("flush");
+}
+
 /// Compressed bytes per column over every samples file under `p`, and the
 /// series tables' total, from the Parquet footers.
 fn column_bytes(p: &std::path::Path, out: &mut std::collections::BTreeMap<String, u64>) {
@@ -374,7 +444,9 @@ fn store_query(series: usize, hours: i64, runs: usize) {
     use tern::query::promql::{range_query, QueryLimits, QueryValue};
     let f = fill(series, hours);
     f.store.flush_head(true).expect("flush");
-    eprintln!("filled {} samples; querying", f.samples);
+    // 100 histograms × 10 buckets beside the fleet.
+    fill_histograms(&f.store, 100, hours, f.end_ms);
+    eprintln!("filled {} samples; querying", f.store.stats().records);
     let end = f.end_ms;
     let start = end - hours * 3_600_000;
     let limits = QueryLimits::default();
@@ -384,6 +456,11 @@ fn store_query(series: usize, hours: i64, runs: usize) {
             "rate_1k",
             r#"rate(http_requests_total{handler=~"/api/v1/h(1|2|3|4|5|6|7|8|9|10)"}[5m])"#,
         ),
+        // 100 histograms × 10 buckets: 1,000 series.
+        (
+            "histogram_quantile_1k",
+            "histogram_quantile(0.9, sum by (le, handler) (rate(http_request_duration_seconds_bucket[5m])))",
+        ),
         (
             "sum_by_code_rate_3k",
             "sum by (code) (rate(http_requests_total[5m]))",
@@ -391,7 +468,20 @@ fn store_query(series: usize, hours: i64, runs: usize) {
     ];
     for (name, q) in queries {
         let mut times = Vec::new();
+        let mut select_times = Vec::new();
         let mut result_series = 0;
+        // The storage read alone: the query's selector over its 5m windows.
+        let selector = q
+            .split_once("rate(")
+            .and_then(|(_, r)| r.split_once("[5m]"))
+            .map(|(sel, _)| sel)
+            .expect("a rate() query");
+        let matchers = match tern::query::promql::parse(selector).expect("selector") {
+            promql_parser::parser::Expr::VectorSelector(vs) => {
+                tern::query::promql::selector_matchers(&vs).remove(0)
+            }
+            _ => panic!("not a selector: {selector}"),
+        };
         for _ in 0..runs.max(1) {
             let t0 = Instant::now();
             let r = range_query(&f.store, q, start, end, 60_000, &limits, None).expect("query");
@@ -399,9 +489,16 @@ fn store_query(series: usize, hours: i64, runs: usize) {
             if let QueryValue::Matrix(m) = r {
                 result_series = m.len();
             }
+            let t0 = Instant::now();
+            let got = SeriesSource::select(&f.store, &matchers, start - 300_000 + 1, end)
+                .expect("select");
+            select_times.push(t0.elapsed().as_secs_f64() * 1000.0);
+            drop(got);
         }
         times.sort_by(|a, b| a.total_cmp(b));
+        select_times.sort_by(|a, b| a.total_cmp(b));
         let pick = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+        let select_p50 = select_times[(select_times.len() - 1) / 2];
         println!(
             "{}",
             serde_json::json!({
@@ -415,6 +512,7 @@ fn store_query(series: usize, hours: i64, runs: usize) {
                 "runs": times.len(),
                 "p50_ms": pick(0.5),
                 "p99_ms": pick(0.99),
+                "select_p50_ms": select_p50,
             })
         );
     }

@@ -400,29 +400,25 @@ impl Ctx<'_> {
                 }
             }
         }
-        for s in &mut out {
-            // Sources promise time order and the range; enforce both in one
-            // pass, which also notes stale markers.
-            let mut sorted = true;
-            let mut stale = false;
-            let mut prev = i64::MIN;
-            for x in &s.samples {
-                sorted &= x.t_ms > prev;
-                stale |= is_stale(x.v);
-                prev = x.t_ms;
-            }
-            if !sorted {
-                s.samples.sort_by_key(|x| x.t_ms);
-                s.samples.dedup_by_key(|x| x.t_ms);
-            }
-            let b = s.samples.partition_point(|x| x.t_ms <= hi);
-            s.samples.truncate(b);
-            let a = s.samples.partition_point(|x| x.t_ms < lo);
-            if a > 0 {
-                s.samples.drain(..a);
-            }
-            if drop_stale && stale {
-                s.samples.retain(|x| !is_stale(x.v));
+        // Large selections are checked on every core.
+        let total: usize = out.iter().map(|s| s.samples.len()).sum();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 8);
+        if threads > 1 && total >= PARALLEL_CHECK_SAMPLES {
+            let chunk = out.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                for part in out.chunks_mut(chunk) {
+                    scope.spawn(move || {
+                        for s in part {
+                            normalize(s, lo, hi, drop_stale);
+                        }
+                    });
+                }
+            });
+        } else {
+            for s in &mut out {
+                normalize(s, lo, hi, drop_stale);
             }
         }
         if drop_stale {
@@ -717,6 +713,15 @@ impl Ctx<'_> {
             None
         };
         let mut out = Vec::with_capacity(groups.len());
+        if matches!(op, T_SUM | T_COUNT | T_GROUP | T_MIN | T_MAX) {
+            self.check()?;
+            let threads = if svs.len() * g.n >= PARALLEL_AGGREGATE {
+                std::thread::available_parallelism().map_or(1, |t| t.get())
+            } else {
+                1
+            };
+            return Ok(Val::Vector(accumulate(&svs, groups, op, g.n, threads)));
+        }
         let mut buf: Vec<f64> = Vec::new();
         for (key, members) in groups {
             let mut vals = vec![None; g.n];
@@ -1055,6 +1060,103 @@ impl Ctx<'_> {
     }
 }
 
+/// Input values (series × steps) above which [`accumulate`] splits the
+/// steps over several threads.
+const PARALLEL_AGGREGATE: usize = 200_000;
+
+/// `sum`, `count`, `group`, `min` or `max` of each group: every member
+/// series is added, in member order, into per-step accumulators in one
+/// sequential pass (the same arithmetic as the buffered path). With more
+/// than one thread the steps, never a step's additions, are split.
+fn accumulate(
+    svs: &[Sv],
+    groups: Vec<(Labels, Vec<usize>)>,
+    op: u16,
+    n: usize,
+    threads: usize,
+) -> Vec<Sv> {
+    let mut vals: Vec<Vec<Option<f64>>> = vec![vec![None; n]; groups.len()];
+    let one = |members: &[usize],
+               range: std::ops::Range<usize>,
+               out: &mut [Option<f64>],
+               acc: &mut Vec<Acc>| {
+        acc.clear();
+        acc.resize(range.len(), Acc::EMPTY);
+        for &si in members {
+            for (a, v) in acc.iter_mut().zip(&svs[si].vals[range.clone()]) {
+                if let Some(x) = *v {
+                    a.add(x);
+                }
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc.iter()) {
+            *o = a.value(op);
+        }
+    };
+    let threads = threads.clamp(1, 8).min(n.max(1));
+    if threads > 1 {
+        let chunk = n.div_ceil(threads);
+        // Per thread, its steps of every group's output.
+        let mut parts: Vec<Vec<&mut [Option<f64>]>> = (0..threads).map(|_| Vec::new()).collect();
+        for v in vals.iter_mut() {
+            for (j, c) in v.chunks_mut(chunk).enumerate() {
+                parts[j].push(c);
+            }
+        }
+        let (groups, one) = (&groups, &one);
+        std::thread::scope(|scope| {
+            for (j, part) in parts.into_iter().enumerate() {
+                scope.spawn(move || {
+                    let mut acc = Vec::with_capacity(chunk);
+                    for ((_, members), out) in groups.iter().zip(part) {
+                        let from = j * chunk;
+                        one(members, from..from + out.len(), out, &mut acc);
+                    }
+                });
+            }
+        });
+    } else {
+        let mut acc = Vec::with_capacity(n);
+        for ((_, members), out) in groups.iter().zip(vals.iter_mut()) {
+            one(members, 0..n, out, &mut acc);
+        }
+    }
+    groups
+        .into_iter()
+        .zip(vals)
+        .map(|((labels, _), vals)| Sv { labels, vals })
+        .collect()
+}
+
+/// Selected samples above which [`normalize`] runs on several threads.
+const PARALLEL_CHECK_SAMPLES: usize = 1_000_000;
+
+/// Sources promise time order and the range; enforces both in one pass,
+/// which also notes stale markers (removed with `drop_stale`).
+fn normalize(s: &mut Series, lo: i64, hi: i64, drop_stale: bool) {
+    let mut sorted = true;
+    let mut stale = false;
+    let mut prev = i64::MIN;
+    for x in &s.samples {
+        sorted &= x.t_ms > prev;
+        stale |= is_stale(x.v);
+        prev = x.t_ms;
+    }
+    if !sorted {
+        s.samples.sort_by_key(|x| x.t_ms);
+        s.samples.dedup_by_key(|x| x.t_ms);
+    }
+    let b = s.samples.partition_point(|x| x.t_ms <= hi);
+    s.samples.truncate(b);
+    let a = s.samples.partition_point(|x| x.t_ms < lo);
+    if a > 0 {
+        s.samples.drain(..a);
+    }
+    if drop_stale && stale {
+        s.samples.retain(|x| !is_stale(x.v));
+    }
+}
+
 fn min_max(v: &[i64]) -> (i64, i64) {
     let lo = v.iter().copied().min().unwrap_or(0);
     let hi = v.iter().copied().max().unwrap_or(0);
@@ -1116,6 +1218,62 @@ fn ratio_offset(l: &Labels) -> f64 {
         }
     }
     h as f64 / u64::MAX as f64
+}
+
+/// A running `sum`, `count`, `group`, `min` or `max` of one step's values:
+/// the same arithmetic, in the same order, as [`kahan_sum`] and the folds
+/// over a buffer of them.
+#[derive(Clone, Copy)]
+struct Acc {
+    n: u32,
+    sum: f64,
+    c: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Acc {
+    const EMPTY: Acc = Acc {
+        n: 0,
+        sum: 0.0,
+        c: 0.0,
+        min: f64::NAN,
+        max: f64::NAN,
+    };
+
+    #[inline]
+    fn add(&mut self, x: f64) {
+        self.n += 1;
+        let t = self.sum + x;
+        if t.is_infinite() {
+            self.c = 0.0;
+        } else if self.sum.abs() >= x.abs() {
+            self.c += (self.sum - t) + x;
+        } else {
+            self.c += (x - t) + self.sum;
+        }
+        self.sum = t;
+        if self.min.is_nan() || x < self.min {
+            self.min = x;
+        }
+        if self.max.is_nan() || x > self.max {
+            self.max = x;
+        }
+    }
+
+    fn value(&self, op: u16) -> Option<f64> {
+        if self.n == 0 {
+            return None;
+        }
+        Some(match op {
+            T_SUM if self.c.is_finite() => self.sum + self.c,
+            T_SUM => self.sum,
+            T_COUNT => self.n as f64,
+            T_GROUP => 1.0,
+            T_MIN => self.min,
+            _ => self.max,
+        })
+    }
 }
 
 /// Kahan-compensated sum.
@@ -1198,5 +1356,89 @@ fn project(l: &Labels, m: &LabelModifier) -> Labels {
             .filter(|(k, _)| k != METRIC_NAME && !ls.labels.iter().any(|x| x == k))
             .cloned()
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accumulated_aggregates_equal_the_buffered_ones_for_any_thread_count() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let n = 37;
+        let special = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -1e300,
+            1e-300,
+            -0.0,
+        ];
+        let svs: Vec<Sv> = (0..40)
+            .map(|k| Sv {
+                labels: vec![("k".into(), k.to_string())],
+                vals: (0..n)
+                    .map(|_| match next() % 10 {
+                        0..=2 => None,
+                        3 => Some(special[(next() % special.len() as u64) as usize]),
+                        4 => Some((next() % 1000) as f64 * 1e16),
+                        _ => Some((next() % 100_000) as f64 / 7.0 - 5000.0),
+                    })
+                    .collect(),
+            })
+            .collect();
+        // Members in a scattered order, one group empty of values.
+        let groups: Vec<(Labels, Vec<usize>)> = vec![
+            (vec![], (0..40).filter(|k| k % 3 == 0).rev().collect()),
+            (
+                vec![("g".into(), "b".into())],
+                (0..40).filter(|k| k % 3 != 0).collect(),
+            ),
+            (vec![("g".into(), "c".into())], vec![]),
+        ];
+        let reference = |op: u16, members: &[usize], i: usize| -> Option<f64> {
+            let buf: Vec<f64> = members.iter().filter_map(|&m| svs[m].vals[i]).collect();
+            if buf.is_empty() {
+                return None;
+            }
+            let fold = |pick: fn(f64, f64) -> bool| {
+                buf.iter().copied().fold(
+                    f64::NAN,
+                    |m, v| if m.is_nan() || pick(v, m) { v } else { m },
+                )
+            };
+            Some(match op {
+                T_SUM => kahan_sum(&buf),
+                T_COUNT => buf.len() as f64,
+                T_GROUP => 1.0,
+                T_MIN => fold(|v, m| v < m),
+                _ => fold(|v, m| v > m),
+            })
+        };
+        for op in [T_SUM, T_COUNT, T_GROUP, T_MIN, T_MAX] {
+            for threads in [1, 2, 3, 8] {
+                let got = accumulate(&svs, groups.clone(), op, n, threads);
+                assert_eq!(got.len(), groups.len());
+                for (sv, (labels, members)) in got.iter().zip(&groups) {
+                    assert_eq!(&sv.labels, labels);
+                    for i in 0..n {
+                        let want = reference(op, members, i).map(f64::to_bits);
+                        assert_eq!(
+                            sv.vals[i].map(f64::to_bits),
+                            want,
+                            "op {op} step {i}, {threads} threads"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -826,7 +826,13 @@ fn histogram_quantile(q: &[f64], v: Vec<Sv>, g: Grid) -> Result<Val, PromError> 
     }
     let mut out = Vec::with_capacity(groups.len());
     let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for (key, members) in groups {
+    for (key, mut members) in groups {
+        // Sorted (stably) by bound once, so each step's buckets arrive in
+        // the order bucket_quantile's stable sort puts them (a NaN bound
+        // has no such order: those groups are sorted per step only).
+        if !members.iter().any(|m| m.0.is_nan()) {
+            members.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        }
         let vals: Vec<Option<f64>> = (0..g.n)
             .map(|i| {
                 buckets.clear();
@@ -871,15 +877,17 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     if buckets.last().map(|b| b.0) != Some(f64::INFINITY) {
         return f64::NAN;
     }
-    // Coalesce equal bounds.
-    let mut merged: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    for &(ub, c) in buckets.iter() {
-        match merged.last_mut() {
-            Some(last) if last.0 == ub => last.1 += c,
-            _ => merged.push((ub, c)),
+    // Coalesce equal bounds, in place.
+    let mut w = 0;
+    for r in 0..buckets.len() {
+        if w > 0 && buckets[w - 1].0 == buckets[r].0 {
+            buckets[w - 1].1 += buckets[r].1;
+        } else {
+            buckets[w] = buckets[r];
+            w += 1;
         }
     }
-    *buckets = merged;
+    buckets.truncate(w);
     // Enforce monotonic counts, ignoring tiny floating point deltas.
     let mut prev = buckets[0].1;
     for b in buckets.iter_mut().skip(1) {

@@ -72,6 +72,18 @@ pub struct FileRef {
 
 /// Reads the samples of a file for the given local series numbers.
 pub trait FileReader: Send + Sync {
+    /// Appends the samples in `[start, end]` of each local series
+    /// `wanted[k]` (ascending), in time order, to `out[k]`; returns how
+    /// many it appended.
+    fn read_into(
+        &self,
+        file: &FileRef,
+        wanted: &[u32],
+        start: i64,
+        end: i64,
+        out: &mut [&mut Vec<Sample>],
+    ) -> Result<usize, StorageError>;
+
     /// The samples in `[start, end]` of the local series `wanted`
     /// (ascending): one time-ordered run per series that has any, in
     /// `wanted` order.
@@ -81,7 +93,17 @@ pub trait FileReader: Send + Sync {
         wanted: &[u32],
         start: i64,
         end: i64,
-    ) -> Result<Vec<(u32, Vec<Sample>)>, StorageError>;
+    ) -> Result<Vec<(u32, Vec<Sample>)>, StorageError> {
+        let mut runs: Vec<Vec<Sample>> = vec![Vec::new(); wanted.len()];
+        let mut out: Vec<&mut Vec<Sample>> = runs.iter_mut().collect();
+        self.read_into(file, wanted, start, end, &mut out)?;
+        Ok(wanted
+            .iter()
+            .copied()
+            .zip(runs)
+            .filter(|(_, r)| !r.is_empty())
+            .collect())
+    }
 }
 
 #[derive(Default)]
@@ -531,7 +553,7 @@ impl Core {
         // in each source with the source's generation, which orders
         // duplicates: files by write order, then the frozen head, then the
         // head.
-        let (ids, labels, files, mut runs) = {
+        let (ids, labels, files, runs) = {
             let st = self.state.read();
             let ids: Vec<u32> = Self::matching(&st, matchers)?
                 .into_iter()
@@ -580,27 +602,39 @@ impl Core {
                 .collect();
             (ids, labels, files, runs)
         };
-        if let (Some(reader), false) = (reader, files.is_empty()) {
-            let held: usize = runs.iter().flatten().map(|r| r.1.len()).sum();
-            for (f, got) in read_files(reader, &files, &ids, start, end, max_samples - held)? {
-                for (local, samples) in got {
-                    if let Some(g) = f.ids.get(local as usize) {
-                        if let Ok(i) = ids.binary_search(g) {
-                            runs[i].push((f.generation, samples));
-                        }
-                    }
-                }
-            }
-        }
-        let mut out: Vec<Series> = labels
-            .into_iter()
-            .zip(runs)
-            .filter_map(|(l, r)| {
-                let samples = merge_runs(r);
-                (!samples.is_empty()).then_some(Series { labels: l, samples })
+        // Gathered in label order, which is also the row order of every
+        // file, so a contiguous slice of the series reads contiguous rows.
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by(|&a, &b| labels[a].cmp(&labels[b]));
+        let held: usize = runs.iter().flatten().map(|r| r.1.len()).sum();
+        let mut runs = runs;
+        let tails: Vec<Vec<(u64, Vec<Sample>)>> = order
+            .iter()
+            .map(|&i| std::mem::take(&mut runs[i]))
+            .collect();
+        let ordered: Vec<u32> = order.iter().map(|&i| ids[i]).collect();
+        let files = if reader.is_some() { files } else { Vec::new() };
+        let gathered = gather(
+            reader,
+            files,
+            &ordered,
+            start,
+            end,
+            max_samples - held,
+            tails,
+            read_threads(),
+        )?;
+        let mut labels = labels;
+        let out: Vec<Series> = order
+            .iter()
+            .zip(gathered)
+            .filter_map(|(&i, samples)| {
+                (!samples.is_empty()).then(|| Series {
+                    labels: std::mem::take(&mut labels[i]),
+                    samples,
+                })
             })
             .collect();
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
 
@@ -684,60 +718,242 @@ fn too_many_samples(n: usize) -> StorageError {
     ))
 }
 
-/// Reads the wanted series (global ids, ascending) from `files`, spread
-/// over up to as many threads as there are cores. Fails once more than
-/// `budget` samples have been read.
-#[allow(clippy::type_complexity)]
-fn read_files(
-    reader: &dyn FileReader,
-    files: &[Arc<FileRef>],
+/// Threads that read files for one query: one per core, up to 8.
+fn read_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8)
+}
+
+/// Below this many samples a query's files are read on the calling thread.
+const PARALLEL_READ_SAMPLES: usize = 100_000;
+
+/// One series' samples as they are gathered: runs appended source after
+/// source, each noted with its generation and where it starts.
+#[derive(Default)]
+struct Gathered {
+    samples: Vec<Sample>,
+    runs: Vec<(u64, usize)>,
+}
+
+impl Gathered {
+    fn push_run(&mut self, generation: u64) -> &mut Vec<Sample> {
+        self.runs.push((generation, self.samples.len()));
+        &mut self.samples
+    }
+
+    /// The series' samples: as gathered when each run starts after the one
+    /// before ends (the usual case: files in time order, then the head),
+    /// else merged by [`merge_runs`].
+    fn finish(mut self) -> Vec<Sample> {
+        let mut last: Option<i64> = None;
+        let mut ordered = true;
+        for (k, &(_, a)) in self.runs.iter().enumerate() {
+            let b = self.runs.get(k + 1).map_or(self.samples.len(), |r| r.1);
+            let run = &self.samples[a..b];
+            if let (Some(l), Some(first)) = (last, run.first()) {
+                if l >= first.t_ms {
+                    ordered = false;
+                    break;
+                }
+            }
+            if let Some(x) = run.last() {
+                last = Some(x.t_ms);
+            }
+        }
+        if ordered {
+            // Estimates reserve little more than is read; trim a larger
+            // excess rather than hold it for the query's lifetime.
+            if self.samples.capacity() > self.samples.len() + self.samples.len() / 4 + 64 {
+                self.samples.shrink_to_fit();
+            }
+            return self.samples;
+        }
+        let mut runs = Vec::with_capacity(self.runs.len());
+        for &(g, a) in self.runs.iter().rev() {
+            runs.push((g, self.samples.split_off(a)));
+        }
+        merge_runs(runs)
+    }
+}
+
+/// A file's part of a query: its wanted local series, ascending, each with
+/// its position in the gather order and the samples it is expected to hold
+/// in the time range.
+struct FilePart {
+    file: Arc<FileRef>,
+    wanted: Vec<(u32, u32, usize)>,
+}
+
+/// Expected samples of a series with `rows` rows in `f` within
+/// `[start, end]`: all of them when the file lies inside, else a share in
+/// proportion to the time covered, with some slack for irregular
+/// sampling (a buffer that has to grow is copied).
+fn expected_rows(f: &FileRef, rows: usize, start: i64, end: i64) -> usize {
+    if f.min_t >= start && f.max_t <= end {
+        return rows;
+    }
+    let span = (f.max_t as i128 - f.min_t as i128 + 1).max(1);
+    let covered = (end.min(f.max_t) as i128 - start.max(f.min_t) as i128 + 1).clamp(0, span);
+    if covered == 0 {
+        return 0;
+    }
+    let est = ((rows as i128 * covered + span - 1) / span) as usize;
+    (est + est / 16 + 2).min(rows)
+}
+
+/// Reads the series `ids` (global ids, in gather order: label order) from
+/// `files` and appends each series' `tails` (frozen head and head runs),
+/// writing every sample once, straight into its series' final buffer.
+/// The series are split into up to `threads` contiguous slices of about
+/// equal size, each read from every file on its own thread. Fails once
+/// more than `budget` samples have been read from files.
+#[allow(clippy::too_many_arguments)]
+fn gather(
+    reader: Option<&dyn FileReader>,
+    mut files: Vec<Arc<FileRef>>,
     ids: &[u32],
     start: i64,
     end: i64,
     budget: usize,
-) -> Result<Vec<(Arc<FileRef>, Vec<(u32, Vec<Sample>)>)>, StorageError> {
+    tails: Vec<Vec<(u64, Vec<Sample>)>>,
+    threads: usize,
+) -> Result<Vec<Vec<Sample>>, StorageError> {
     use std::sync::atomic::{AtomicUsize, Ordering as AO};
-    let read = AtomicUsize::new(0);
-    let one = |f: &Arc<FileRef>| -> Result<Vec<(u32, Vec<Sample>)>, StorageError> {
-        let wanted: Vec<u32> = f
-            .ids
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| ids.binary_search(g).is_ok())
-            .map(|(l, _)| l as u32)
-            .collect();
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let got = reader.read(f, &wanted, start, end)?;
-        let n: usize = got.iter().map(|r| r.1.len()).sum();
-        if read.fetch_add(n, AO::Relaxed) + n > budget {
-            return Err(too_many_samples(budget));
-        }
-        Ok(got)
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8)
-        .min(files.len());
-    if threads <= 1 {
-        return files.iter().map(|f| Ok((f.clone(), one(f)?))).collect();
+    // Files in time order, so runs usually arrive in time order too.
+    files.sort_by_key(|f| (f.min_t, f.generation));
+    // Global id → gather position, through a bitmap then a sorted list.
+    let max_id = ids.iter().copied().max().map_or(0, |m| m as usize + 1);
+    let mut bits = vec![0u64; max_id.div_ceil(64)];
+    let mut by_id: Vec<(u32, u32)> = Vec::with_capacity(ids.len());
+    for (pos, &id) in ids.iter().enumerate() {
+        bits[id as usize / 64] |= 1 << (id % 64);
+        by_id.push((id, pos as u32));
     }
-    let next = AtomicUsize::new(0);
-    let results: Vec<Result<Vec<(usize, Vec<(u32, Vec<Sample>)>)>, StorageError>> =
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| {
-                    scope.spawn(|| {
-                        let mut mine = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, AO::Relaxed);
-                            let Some(f) = files.get(i) else { break };
-                            mine.push((i, one(f)?));
-                        }
-                        Ok(mine)
-                    })
-                })
+    by_id.sort_unstable();
+    let mut expected: Vec<usize> = tails
+        .iter()
+        .map(|t| t.iter().map(|r| r.1.len()).sum())
+        .collect();
+    let mut unknown = false;
+    let mut parts: Vec<FilePart> = Vec::new();
+    if reader.is_some() {
+        for f in files {
+            let mut wanted = Vec::new();
+            for (local, &g) in f.ids.iter().enumerate() {
+                let gi = g as usize;
+                if gi >= max_id || bits[gi / 64] & (1 << (gi % 64)) == 0 {
+                    continue;
+                }
+                let Ok(k) = by_id.binary_search_by_key(&g, |x| x.0) else {
+                    continue;
+                };
+                let pos = by_id[k].1;
+                let est = match &f.offsets {
+                    Some(off) => {
+                        let rows = match (off.get(local), off.get(local + 1)) {
+                            (Some(&a), Some(&b)) => b.saturating_sub(a) as usize,
+                            _ => 0,
+                        };
+                        expected_rows(&f, rows, start, end)
+                    }
+                    None => {
+                        unknown = true;
+                        0
+                    }
+                };
+                expected[pos as usize] += est;
+                wanted.push((local as u32, pos, est));
+            }
+            if !wanted.is_empty() {
+                parts.push(FilePart { file: f, wanted });
+            }
+        }
+    }
+    let total: usize = expected.iter().sum();
+    let threads = if unknown || total >= PARALLEL_READ_SAMPLES {
+        threads.clamp(1, ids.len().max(1))
+    } else {
+        1
+    };
+    // Contiguous slices of the gather order with about equal samples (or
+    // series, without estimates).
+    let weight = |pos: usize| if total == 0 { 1 } else { expected[pos] };
+    let sum = if total == 0 { ids.len() } else { total };
+    let mut bounds = vec![0usize];
+    let mut acc = 0usize;
+    for pos in 0..ids.len() {
+        acc += weight(pos);
+        if bounds.len() < threads && acc * threads >= sum * bounds.len() && pos + 1 < ids.len() {
+            bounds.push(pos + 1);
+        }
+    }
+    bounds.push(ids.len());
+    bounds.dedup();
+    // A huge estimate is not reserved up front: the budget stops the read.
+    let reserve = total <= budget;
+    let mut gathered: Vec<Gathered> = Vec::with_capacity(ids.len());
+    gathered.resize_with(ids.len(), Gathered::default);
+    let read = AtomicUsize::new(0);
+    let mut tails = tails;
+    let slice = |lo: usize,
+                 mine: &mut [Gathered],
+                 tails: &mut [Vec<(u64, Vec<Sample>)>]|
+     -> Result<(), StorageError> {
+        if reserve {
+            for (k, g) in mine.iter_mut().enumerate() {
+                g.samples.reserve_exact(expected[lo + k]);
+            }
+        }
+        let hi = lo + mine.len();
+        if let Some(reader) = reader {
+            let mut locals: Vec<u32> = Vec::new();
+            for part in &parts {
+                locals.clear();
+                let mut slots: Vec<Option<&mut Gathered>> = mine.iter_mut().map(Some).collect();
+                let mut outs: Vec<&mut Vec<Sample>> = Vec::new();
+                for &(local, pos, _) in &part.wanted {
+                    let pos = pos as usize;
+                    if pos < lo || pos >= hi {
+                        continue;
+                    }
+                    if let Some(g) = slots[pos - lo].take() {
+                        locals.push(local);
+                        outs.push(g.push_run(part.file.generation));
+                    }
+                }
+                if locals.is_empty() {
+                    continue;
+                }
+                let n = reader.read_into(&part.file, &locals, start, end, &mut outs)?;
+                if read.fetch_add(n, AO::Relaxed) + n > budget {
+                    return Err(too_many_samples(budget));
+                }
+            }
+        }
+        for (g, t) in mine.iter_mut().zip(tails.iter_mut()) {
+            for (generation, run) in t.drain(..) {
+                g.push_run(generation).extend(run);
+            }
+        }
+        Ok(())
+    };
+    if bounds.len() <= 2 {
+        slice(0, &mut gathered, &mut tails)?;
+    } else {
+        let mut jobs = Vec::new();
+        let (mut rest, mut rest_t) = (&mut gathered[..], &mut tails[..]);
+        for w in bounds.windows(2) {
+            let (mine, r) = rest.split_at_mut(w[1] - w[0]);
+            let (mine_t, rt) = rest_t.split_at_mut(w[1] - w[0]);
+            jobs.push((w[0], mine, mine_t));
+            (rest, rest_t) = (r, rt);
+        }
+        let slice = &slice;
+        let results: Vec<Result<(), StorageError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|(lo, mine, mine_t)| scope.spawn(move || slice(lo, mine, mine_t)))
                 .collect();
             handles
                 .into_iter()
@@ -748,15 +964,11 @@ fn read_files(
                 })
                 .collect()
         });
-    let mut all = Vec::with_capacity(files.len());
-    for r in results {
-        all.extend(r?);
+        for r in results {
+            r?;
+        }
     }
-    all.sort_by_key(|(i, _)| *i);
-    Ok(all
-        .into_iter()
-        .map(|(i, got)| (files[i].clone(), got))
-        .collect())
+    Ok(gathered.into_iter().map(Gathered::finish).collect())
 }
 
 /// Merges one series' time-ordered runs from several sources into one
@@ -878,5 +1090,239 @@ mod tests {
         );
         assert!(merge_runs(vec![]).is_empty());
         assert_eq!(pts(merge_runs(vec![run(3, &[(1, 1.0)])])), vec![(1, 1.0)]);
+    }
+
+    /// Files held in memory: per file name, each local series' samples.
+    struct MemFiles(HashMap<String, Vec<Vec<Sample>>>);
+
+    impl FileReader for MemFiles {
+        fn read_into(
+            &self,
+            file: &FileRef,
+            wanted: &[u32],
+            start: i64,
+            end: i64,
+            out: &mut [&mut Vec<Sample>],
+        ) -> Result<usize, StorageError> {
+            let rows = &self.0[&file.name];
+            let mut n = 0;
+            for (k, &l) in wanted.iter().enumerate() {
+                for x in rows[l as usize]
+                    .iter()
+                    .filter(|x| x.t_ms >= start && x.t_ms <= end)
+                {
+                    out[k].push(*x);
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+    }
+
+    fn file_ref(name: &str, generation: u64, ids: Vec<u32>, rows: &[Vec<Sample>]) -> FileRef {
+        let mut offsets = vec![0u64];
+        for r in rows {
+            offsets.push(offsets.last().copied().unwrap_or(0) + r.len() as u64);
+        }
+        let all = rows.iter().flatten();
+        FileRef {
+            name: name.into(),
+            partition: 0,
+            min_t: all.clone().map(|x| x.t_ms).min().unwrap_or(0),
+            max_t: all.clone().map(|x| x.t_ms).max().unwrap_or(0),
+            samples: all.count() as u64,
+            bytes: 0,
+            generation,
+            ids,
+            offsets: Some(offsets),
+        }
+    }
+
+    #[test]
+    fn gathering_equals_merging_every_run_for_any_thread_count() {
+        // Six series (global ids 0..6) over three files: two partitions
+        // and, in the first, a newer file overlapping some timestamps; the
+        // local order of each file differs from the global one.
+        let series = |k: u32, from: i64, to: i64, step: i64, scale: f64| -> Vec<Sample> {
+            (from..to)
+                .step_by(step as usize)
+                .map(|t| Sample {
+                    t_ms: t + k as i64,
+                    v: t as f64 * scale + k as f64,
+                })
+                .collect()
+        };
+        let a_ids = vec![5, 3, 1, 0, 2, 4];
+        let a: Vec<Vec<Sample>> = a_ids.iter().map(|&k| series(k, 0, 1000, 10, 1.0)).collect();
+        let b_ids = vec![4, 0, 2];
+        let b: Vec<Vec<Sample>> = b_ids
+            .iter()
+            .map(|&k| series(k, 1000, 2000, 10, 1.0))
+            .collect();
+        let c_ids = vec![3, 1];
+        let c: Vec<Vec<Sample>> = c_ids
+            .iter()
+            .map(|&k| series(k, 500, 700, 20, -1.0))
+            .collect();
+        let files = vec![
+            Arc::new(file_ref("b", 2, b_ids.clone(), &b)),
+            Arc::new(file_ref("c", 3, c_ids.clone(), &c)),
+            Arc::new(file_ref("a", 1, a_ids.clone(), &a)),
+        ];
+        let mem = MemFiles(
+            [("a", a), ("b", b), ("c", c)]
+                .into_iter()
+                .map(|(n, r)| (n.to_string(), r))
+                .collect(),
+        );
+        // The head of series 0 continues the files; that of 2 overlaps them.
+        let tails = |order: &[u32]| -> Vec<Vec<(u64, Vec<Sample>)>> {
+            order
+                .iter()
+                .map(|&id| match id {
+                    0 => vec![(u64::MAX, series(0, 2000, 2100, 10, 1.0))],
+                    2 => vec![(u64::MAX, series(2, 1500, 1600, 10, 7.0))],
+                    _ => vec![],
+                })
+                .collect()
+        };
+        for (start, end) in [(i64::MIN, i64::MAX), (250, 1750), (600, 600), (5000, 6000)] {
+            let order = vec![2u32, 0, 5, 3, 4];
+            // The reference: every run of a series through merge_runs.
+            let want: Vec<Vec<Sample>> = order
+                .iter()
+                .zip(tails(&order))
+                .map(|(&id, tail)| {
+                    let mut runs: Vec<(u64, Vec<Sample>)> = Vec::new();
+                    for f in &files {
+                        if let Some(l) = f.ids.iter().position(|&g| g == id) {
+                            let r: Vec<Sample> = mem.0[&f.name][l]
+                                .iter()
+                                .filter(|x| x.t_ms >= start && x.t_ms <= end)
+                                .copied()
+                                .collect();
+                            runs.push((f.generation, r));
+                        }
+                    }
+                    runs.extend(tail.into_iter().map(|(g, r)| {
+                        (
+                            g,
+                            r.into_iter()
+                                .filter(|x| x.t_ms >= start && x.t_ms <= end)
+                                .collect(),
+                        )
+                    }));
+                    merge_runs(runs)
+                })
+                .collect();
+            for threads in 1..=4 {
+                let tails: Vec<Vec<(u64, Vec<Sample>)>> = tails(&order)
+                    .into_iter()
+                    .map(|t| {
+                        t.into_iter()
+                            .map(|(g, r)| {
+                                (
+                                    g,
+                                    r.into_iter()
+                                        .filter(|x| x.t_ms >= start && x.t_ms <= end)
+                                        .collect(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let got = gather(
+                    Some(&mem),
+                    files.clone(),
+                    &order,
+                    start,
+                    end,
+                    usize::MAX,
+                    tails,
+                    threads,
+                )
+                .unwrap();
+                assert_eq!(got.len(), want.len());
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(
+                        pts(g.clone()),
+                        pts(w.clone()),
+                        "{start}..{end}, {threads} threads"
+                    );
+                }
+            }
+        }
+        // Series 3 keeps the newer file's values where both files have one.
+        let got = gather(
+            Some(&mem),
+            files.clone(),
+            &[3],
+            500,
+            520,
+            usize::MAX,
+            vec![vec![]],
+            2,
+        )
+        .unwrap();
+        assert_eq!(pts(got[0].clone()), vec![(503, -497.0), (513, 513.0)]);
+        // Reading more than the budget fails, whatever the thread count.
+        for threads in [1, 3] {
+            let err = gather(
+                Some(&mem),
+                files.clone(),
+                &[0, 1, 2],
+                i64::MIN,
+                i64::MAX,
+                150,
+                vec![vec![]; 3],
+                threads,
+            );
+            assert!(err.is_err(), "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn gathered_runs_in_time_order_are_kept_as_read_others_merged() {
+        let mut g = Gathered::default();
+        g.push_run(1).extend(run(1, &[(1, 1.0), (2, 2.0)]).1);
+        g.push_run(9).extend(Vec::<Sample>::new());
+        g.push_run(2).extend(run(2, &[(3, 3.0)]).1);
+        g.push_run(u64::MAX).extend(run(0, &[(4, 4.0)]).1);
+        assert_eq!(
+            pts(g.finish()),
+            vec![(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+        );
+
+        let mut g = Gathered::default();
+        g.samples.reserve_exact(1000);
+        g.push_run(2).extend(run(2, &[(5, 50.0), (6, 60.0)]).1);
+        g.push_run(1).extend(run(1, &[(1, 1.0), (5, 5.0)]).1);
+        g.push_run(u64::MAX).extend(run(0, &[(6, 600.0)]).1);
+        let got = g.finish();
+        assert!(got.capacity() < 1000, "excess capacity trimmed");
+        assert_eq!(pts(got), vec![(1, 1.0), (5, 50.0), (6, 600.0)]);
+        assert!(Gathered::default().finish().is_empty());
+    }
+
+    #[test]
+    fn expected_rows_follow_the_time_covered() {
+        let f = |min_t, max_t| FileRef {
+            name: String::new(),
+            partition: 0,
+            min_t,
+            max_t,
+            samples: 0,
+            bytes: 0,
+            generation: 0,
+            ids: vec![],
+            offsets: None,
+        };
+        assert_eq!(expected_rows(&f(100, 199), 480, 0, 1000), 480);
+        assert_eq!(expected_rows(&f(100, 199), 480, 150, 1000), 240 + 15 + 2);
+        assert_eq!(expected_rows(&f(100, 199), 480, 0, 100), 5 + 2);
+        assert_eq!(expected_rows(&f(100, 199), 480, 200, 300), 0);
+        assert_eq!(expected_rows(&f(100, 199), 4, 150, 1000), 4);
+        assert_eq!(expected_rows(&f(i64::MIN, i64::MAX), 7, 0, 0), 3);
+        assert_eq!(expected_rows(&f(5, 5), 3, i64::MIN, i64::MAX), 3);
     }
 }

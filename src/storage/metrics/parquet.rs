@@ -50,7 +50,7 @@ use arrow_schema::{DataType, Field, Schema};
 use parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
 };
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::PageIndexPolicy;
 use parquet::file::properties::WriterProperties;
@@ -107,16 +107,31 @@ struct ManifestMeta {
 
 struct Reader {
     dir: PathBuf,
+    /// Rows decoded per batch.
+    batch_rows: usize,
+}
+
+impl Reader {
+    fn new(dir: &Path) -> Self {
+        Reader {
+            dir: dir.to_path_buf(),
+            batch_rows: 64 * 1024,
+        }
+    }
 }
 
 impl FileReader for Reader {
-    fn read(
+    fn read_into(
         &self,
         file: &FileRef,
         wanted: &[u32],
         start: i64,
         end: i64,
-    ) -> Result<Vec<(u32, Vec<Sample>)>, StorageError> {
+        out: &mut [&mut Vec<Sample>],
+    ) -> Result<usize, StorageError> {
+        if out.len() != wanted.len() {
+            return Err(be("one output per wanted series expected"));
+        }
         let path = self.dir.join(format!("{}.samples.parquet", file.name));
         let f = File::open(&path)?;
         let mut builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
@@ -128,73 +143,103 @@ impl FileReader for Reader {
             }),
         )
         .map_err(be)?
-        .with_batch_size(64 * 1024);
-        // Only the rows of the wanted series (pages holding none are not
-        // even decompressed); files without row counts are read whole.
-        let mut keep: Option<Vec<bool>> = None;
-        match &file.offsets {
-            Some(off) => {
-                let mut sel: Vec<RowSelector> = Vec::new();
-                let mut pos = 0u64;
-                for &l in wanted {
-                    let (Some(&a), Some(&b)) = (off.get(l as usize), off.get(l as usize + 1))
-                    else {
-                        return Err(be(format!("series {l} beyond the file's series table")));
+        .with_batch_size(self.batch_rows);
+        let mut added = 0usize;
+        let Some(off) = &file.offsets else {
+            // Without row counts the file is read whole and its `series`
+            // column says whose each row is.
+            let mut slot = vec![usize::MAX; file.ids.len()];
+            for (k, &l) in wanted.iter().enumerate() {
+                if let Some(x) = slot.get_mut(l as usize) {
+                    *x = k;
+                }
+            }
+            let reader = builder.build().map_err(be)?;
+            let (mut cur, mut t, mut m) = (u32::MAX, 0i64, 0i64);
+            for batch in reader {
+                let batch = batch.map_err(be)?;
+                let cols = columns(&batch)?;
+                let series = cols
+                    .series
+                    .ok_or_else(|| be("samples file without series"))?;
+                for i in 0..batch.num_rows() {
+                    let local = series.value(i);
+                    if local != cur {
+                        cur = local;
+                        (t, m) = (0, 0);
+                    }
+                    let Some(&k) = slot.get(local as usize).filter(|k| **k != usize::MAX) else {
+                        continue;
                     };
-                    if a > pos {
-                        sel.push(RowSelector::skip((a - pos) as usize));
-                    }
-                    if b > a {
-                        sel.push(RowSelector::select((b - a) as usize));
-                    }
-                    pos = b.max(pos);
-                }
-                builder = builder.with_row_selection(RowSelection::from(sel));
-            }
-            None => {
-                let mut k = vec![false; file.ids.len()];
-                for &l in wanted {
-                    if let Some(x) = k.get_mut(l as usize) {
-                        *x = true;
+                    let (t_ms, v) = cols.sample(i, &mut t, &mut m);
+                    if t_ms >= start && t_ms <= end {
+                        out[k].push(Sample { t_ms, v });
+                        added += 1;
                     }
                 }
-                keep = Some(k);
             }
+            return Ok(added);
+        };
+        // Only the rows of the wanted series (pages holding none are not
+        // even decompressed), and not the `series` column: the row counts
+        // say where each series' rows end.
+        let mut sel: Vec<RowSelector> = Vec::new();
+        let mut counts: Vec<usize> = Vec::with_capacity(wanted.len());
+        let mut pos = 0u64;
+        for &l in wanted {
+            let (Some(&a), Some(&b)) = (off.get(l as usize), off.get(l as usize + 1)) else {
+                return Err(be(format!("series {l} beyond the file's series table")));
+            };
+            if a < pos || b < a {
+                return Err(be("wanted series must ascend and row offsets too"));
+            }
+            if a > pos {
+                sel.push(RowSelector::skip((a - pos) as usize));
+            }
+            if b > a {
+                sel.push(RowSelector::select((b - a) as usize));
+            }
+            counts.push((b - a) as usize);
+            pos = b;
         }
+        let schema = builder.parquet_schema();
+        let leaves: Vec<usize> = (0..schema.num_columns())
+            .filter(|&i| schema.column(i).name() != "series")
+            .collect();
+        let mask = ProjectionMask::leaves(schema, leaves);
+        builder = builder
+            .with_projection(mask)
+            .with_row_selection(RowSelection::from(sel));
         let reader = builder.build().map_err(be)?;
-        let mut out: Vec<(u32, Vec<Sample>)> = Vec::with_capacity(wanted.len());
-        // Decoding state of the current series; the diff columns restart at
-        // every series' first row.
-        let (mut cur, mut t, mut m) = (u32::MAX, 0i64, 0i64);
-        let mut run: Vec<Sample> = Vec::new();
+        // The series being decoded, the rows of it still to come, and its
+        // running time and mantissa (the diff columns restart at every
+        // series' first row).
+        let (mut k, mut left) = (0usize, counts.first().copied().unwrap_or(0));
+        let (mut t, mut m) = (0i64, 0i64);
         for batch in reader {
             let batch = batch.map_err(be)?;
             let cols = columns(&batch)?;
             let n = batch.num_rows();
-            for i in 0..n {
-                let local = cols.series.value(i);
-                if local != cur {
-                    if !run.is_empty() {
-                        out.push((cur, std::mem::take(&mut run)));
-                    }
-                    cur = local;
+            let mut i = 0;
+            while i < n {
+                while left == 0 {
+                    k += 1;
+                    let Some(&c) = counts.get(k) else {
+                        return Err(be("samples file longer than its series table"));
+                    };
+                    left = c;
                     (t, m) = (0, 0);
                 }
-                if let Some(k) = &keep {
-                    if !k.get(local as usize).copied().unwrap_or(false) {
-                        continue;
-                    }
-                }
-                let (t_ms, v) = cols.sample(i, &mut t, &mut m);
-                if t_ms >= start && t_ms <= end {
-                    run.push(Sample { t_ms, v });
-                }
+                let take = left.min(n - i);
+                added += cols.decode_run(i, take, &mut t, &mut m, start, end, out[k]);
+                i += take;
+                left -= take;
             }
         }
-        if !run.is_empty() {
-            out.push((cur, run));
+        if left > 0 || counts.iter().skip(k + 1).any(|&c| c > 0) {
+            return Err(be("samples file shorter than its series table"));
         }
-        Ok(out)
+        Ok(added)
     }
 }
 
@@ -224,11 +269,84 @@ enum Layout<'a> {
 }
 
 struct Columns<'a> {
-    series: &'a UInt32Array,
+    /// Absent when the read leaves the column out.
+    series: Option<&'a UInt32Array>,
     layout: Layout<'a>,
 }
 
 impl Columns<'_> {
+    /// Decodes rows `i..i + len`, all of one series, appending those in
+    /// `[start, end]` to `out`; returns how many it appended. `t` and `m`
+    /// carry the running time and mantissa as in [`Columns::sample`].
+    #[allow(clippy::too_many_arguments)]
+    fn decode_run(
+        &self,
+        i: usize,
+        len: usize,
+        t: &mut i64,
+        m: &mut i64,
+        start: i64,
+        end: i64,
+        out: &mut Vec<Sample>,
+    ) -> usize {
+        let before = out.len();
+        match &self.layout {
+            // A series holds either mantissas or floats in every row: whole
+            // runs decode in a loop without per-row checks.
+            Layout::Diff { dt, vd, vf, scale } => {
+                let dts = &dt.values()[i..i + len];
+                let nulls = vd.nulls().map_or(0, |n| n.slice(i, len).null_count());
+                let (mut tt, mut mm) = (*t, *m);
+                if nulls == 0 {
+                    let rows = dts
+                        .iter()
+                        .zip(&vd.values()[i..i + len])
+                        .zip(&scale.values()[i..i + len]);
+                    out.extend(rows.map(|((&d, &z), &k)| {
+                        tt = tt.wrapping_add(d);
+                        mm = mm.wrapping_add(unzigzag(z));
+                        Sample {
+                            t_ms: tt,
+                            v: decode_decimal(mm, k),
+                        }
+                    }));
+                } else if nulls == len {
+                    out.extend(dts.iter().zip(&vf.values()[i..i + len]).map(|(&d, &v)| {
+                        tt = tt.wrapping_add(d);
+                        Sample { t_ms: tt, v }
+                    }));
+                } else {
+                    out.extend((i..i + len).map(|r| {
+                        let (t_ms, v) = self.sample(r, &mut tt, &mut mm);
+                        Sample { t_ms, v }
+                    }));
+                }
+                (*t, *m) = (tt, mm);
+            }
+            _ => {
+                out.extend((i..i + len).map(|r| {
+                    let (t_ms, v) = self.sample(r, t, m);
+                    Sample { t_ms, v }
+                }));
+            }
+        }
+        // Rows are in time order, so only a run at an edge of the range
+        // (files partly inside it) has rows to drop.
+        let run = &out[before..];
+        let inside = |x: &Sample| x.t_ms >= start && x.t_ms <= end;
+        if !(run.first().is_none_or(inside) && run.last().is_none_or(inside)) {
+            let mut w = before;
+            for r in before..out.len() {
+                if inside(&out[r]) {
+                    out[w] = out[r];
+                    w += 1;
+                }
+            }
+            out.truncate(w);
+        }
+        out.len() - before
+    }
+
     /// Row `i` as `(t, value)`; `t` and `m` carry the series' running time
     /// and mantissa between rows (zero at a series' first row).
     #[inline]
@@ -319,10 +437,10 @@ fn columns(b: &RecordBatch) -> Result<Columns<'_>, StorageError> {
             .downcast_ref::<Int8Array>()
             .ok_or_else(bad)
     };
-    let series = col("series")?
-        .as_any()
-        .downcast_ref::<UInt32Array>()
-        .ok_or_else(bad)?;
+    let series = match b.column_by_name("series") {
+        Some(c) => Some(c.as_any().downcast_ref::<UInt32Array>().ok_or_else(bad)?),
+        None => None,
+    };
     let layout = if b.column_by_name("dt").is_some() {
         Layout::Diff {
             dt: i64s("dt")?,
@@ -499,9 +617,7 @@ impl ParquetMetricStore {
         Ok(ParquetMetricStore {
             core,
             dir: dir.to_path_buf(),
-            reader: Reader {
-                dir: dir.to_path_buf(),
-            },
+            reader: Reader::new(dir),
             manifest_lock: parking_lot::Mutex::new(()),
         })
     }
@@ -1133,9 +1249,7 @@ mod tests {
             ids: vec![7, 9],
             offsets: None,
         };
-        let reader = Reader {
-            dir: dir.to_path_buf(),
-        };
+        let reader = Reader::new(dir);
         reader
             .read(&file, &[1], 0, 10)
             .unwrap()
@@ -1264,6 +1378,166 @@ mod tests {
                 .collect();
             let g: Vec<(i64, u64)> = g.samples.iter().map(|x| (x.t_ms, x.v.to_bits())).collect();
             assert_eq!(g, w);
+        }
+    }
+
+    #[test]
+    fn row_counts_alone_place_rows_across_small_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ParquetMetricStore::open(dir.path(), opts(), None).unwrap();
+        // Counters, 2-digit gauges and floats, of different lengths (one
+        // series has a single sample).
+        let truth: Vec<Series> = (0..9)
+            .map(|k: i64| Series {
+                labels: vec![
+                    (METRIC_NAME.into(), "m".into()),
+                    ("k".into(), k.to_string()),
+                ],
+                samples: (0..if k == 4 { 1 } else { 20 + 3 * k })
+                    .map(|i| Sample {
+                        t_ms: 1_000 + i * 1_000 + k,
+                        v: match k % 3 {
+                            0 => (i * i + k) as f64,
+                            1 => (i as f64 * 0.25 - 1.0) + k as f64,
+                            _ => (i as f64 + 0.5).ln() / 3.0,
+                        },
+                    })
+                    .collect(),
+            })
+            .collect();
+        store.write_series(1, truth.clone()).unwrap();
+        store.flush_head(true).unwrap();
+        let file = store.core().state.read().files[0].clone();
+        // Local numbers follow the labels: k = local.
+        let mut reader = Reader::new(dir.path());
+        for batch_rows in [1, 7, 64 * 1024] {
+            reader.batch_rows = batch_rows;
+            for (start, end) in [(i64::MIN, i64::MAX), (5_000, 12_004)] {
+                let wanted = [0u32, 2, 3, 4, 7, 8];
+                let mut bufs: Vec<Vec<Sample>> = vec![Vec::new(); wanted.len()];
+                let mut out: Vec<&mut Vec<Sample>> = bufs.iter_mut().collect();
+                let n = reader
+                    .read_into(&file, &wanted, start, end, &mut out)
+                    .unwrap();
+                assert_eq!(n, bufs.iter().map(Vec::len).sum::<usize>());
+                for (&l, got) in wanted.iter().zip(&bufs) {
+                    let want: Vec<(i64, u64)> = truth[l as usize]
+                        .samples
+                        .iter()
+                        .filter(|x| x.t_ms >= start && x.t_ms <= end)
+                        .map(|x| (x.t_ms, x.v.to_bits()))
+                        .collect();
+                    let got: Vec<(i64, u64)> =
+                        got.iter().map(|x| (x.t_ms, x.v.to_bits())).collect();
+                    assert_eq!(got, want, "series {l}, batches of {batch_rows}");
+                }
+            }
+        }
+        // Row counts that do not fit the file are an error, not a misread.
+        let mut bad = FileRef {
+            name: file.name.clone(),
+            partition: file.partition,
+            min_t: file.min_t,
+            max_t: file.max_t,
+            samples: file.samples,
+            bytes: file.bytes,
+            generation: file.generation,
+            ids: file.ids.clone(),
+            offsets: file.offsets.clone(),
+        };
+        if let Some(off) = bad.offsets.as_mut() {
+            let last = off.len() - 1;
+            off[last] += 5;
+        }
+        let mut buf = Vec::new();
+        let err = reader.read_into(&bad, &[8], i64::MIN, i64::MAX, &mut [&mut buf]);
+        assert!(err.is_err());
+        let mut buf = Vec::new();
+        assert!(reader
+            .read_into(
+                &file,
+                &[3, 2],
+                i64::MIN,
+                i64::MAX,
+                &mut [&mut buf, &mut Vec::new()]
+            )
+            .is_err());
+        assert!(reader
+            .read_into(&file, &[2], i64::MIN, i64::MAX, &mut [])
+            .is_err());
+    }
+
+    #[test]
+    fn series_over_partitions_overlapping_files_and_the_head_read_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = opts();
+        o.partition_ms = 100_000;
+        o.compaction_files = 100;
+        let store = ParquetMetricStore::open(dir.path(), o, None).unwrap();
+        let mut truth: BTreeMap<String, BTreeMap<i64, f64>> = BTreeMap::new();
+        let mut write = |seq: u64, k: usize, ts: &[i64], base: f64| {
+            let name = format!("s{k}");
+            let samples: Vec<(i64, f64)> = ts.iter().map(|&t| (t, base + t as f64)).collect();
+            for &(t, v) in &samples {
+                truth.entry(name.clone()).or_default().insert(t, v);
+            }
+            store
+                .write_series(
+                    seq,
+                    vec![series("m", &samples)]
+                        .into_iter()
+                        .map(|mut s| {
+                            s.labels.push(("k".into(), name.clone()));
+                            s
+                        })
+                        .collect(),
+                )
+                .unwrap();
+        };
+        // Three partitions of regular samples for 30 series...
+        let regular: Vec<i64> = (0..300).map(|i| i * 1_000).collect();
+        for k in 0..30 {
+            write(1, k, &regular, k as f64);
+        }
+        store.flush_head(true).unwrap();
+        // ...rewritten in part by a later flush (same timestamps, new
+        // values, and some in between), then a head not yet flushed.
+        let rewrite: Vec<i64> = (50..120).map(|i| i * 1_500).collect();
+        for k in (0..30).step_by(3) {
+            write(2, k, &rewrite, 1e6);
+        }
+        store.flush_head(true).unwrap();
+        let head: Vec<i64> = (290..320).map(|i| i * 1_000 + 7).collect();
+        for k in (0..30).step_by(2) {
+            write(3, k, &head, -1e6);
+        }
+        assert!(store.core().state.read().files.len() >= 5);
+        for (start, end) in [(i64::MIN, i64::MAX), (75_000, 250_500), (299_000, 400_000)] {
+            let got = store.select(&name("m"), start, end).unwrap();
+            let want: Vec<(String, Vec<(i64, u64)>)> = truth
+                .iter()
+                .map(|(k, pts)| {
+                    (
+                        k.clone(),
+                        pts.range(start..=end)
+                            .map(|(&t, v)| (t, v.to_bits()))
+                            .collect(),
+                    )
+                })
+                .filter(|(_, p): &(String, Vec<(i64, u64)>)| !p.is_empty())
+                .collect();
+            let got: Vec<(String, Vec<(i64, u64)>)> = got
+                .iter()
+                .map(|s| {
+                    (
+                        crate::model::label(&s.labels, "k")
+                            .unwrap_or("")
+                            .to_string(),
+                        s.samples.iter().map(|x| (x.t_ms, x.v.to_bits())).collect(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, want, "{start}..{end}");
         }
     }
 
