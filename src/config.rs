@@ -507,7 +507,7 @@ impl Default for MetricsConfig {
             max_series: 2_000_000,
             active_series_window: HumanDuration(Duration::from_secs(3600)),
             promote_resource_attributes: vec![],
-            query_cache_size: ByteSize(64 << 20),
+            query_cache_size: ByteSize(256 << 20),
         }
     }
 }

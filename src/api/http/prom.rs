@@ -52,7 +52,7 @@ impl Default for PromLimits {
             query: QueryLimits::default(),
             max_points_per_series: 11_000,
             max_list_results: 100_000,
-            result_cache_bytes: 64 << 20,
+            result_cache_bytes: 256 << 20,
         }
     }
 }
