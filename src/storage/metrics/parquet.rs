@@ -183,8 +183,7 @@ impl FileReader for Reader {
         // Only the rows of the wanted series (pages holding none are not
         // even decompressed), and not the `series` column: the row counts
         // say where each series' rows end.
-        let mut sel: Vec<RowSelector> = Vec::new();
-        let mut counts: Vec<usize> = Vec::with_capacity(wanted.len());
+        let mut ranges: Vec<(u64, u64)> = Vec::with_capacity(wanted.len());
         let mut pos = 0u64;
         for &l in wanted {
             let (Some(&a), Some(&b)) = (off.get(l as usize), off.get(l as usize + 1)) else {
@@ -193,22 +192,86 @@ impl FileReader for Reader {
             if a < pos || b < a {
                 return Err(be("wanted series must ascend and row offsets too"));
             }
-            if a > pos {
-                sel.push(RowSelector::skip((a - pos) as usize));
-            }
-            if b > a {
-                sel.push(RowSelector::select((b - a) as usize));
-            }
-            counts.push((b - a) as usize);
+            ranges.push((a, b));
             pos = b;
         }
+        let counts: Vec<usize> = ranges.iter().map(|&(a, b)| (b - a) as usize).collect();
+        // Only the row groups holding wanted rows are opened at all (each
+        // column of each costs a decompressor); the selection counts rows
+        // of those groups only.
+        let starts: Vec<u64> = std::iter::once(0)
+            .chain(
+                builder
+                    .metadata()
+                    .row_groups()
+                    .iter()
+                    .scan(0u64, |acc, rg| {
+                        *acc += rg.num_rows().max(0) as u64;
+                        Some(*acc)
+                    }),
+            )
+            .collect();
+        let groups = starts.len() - 1;
+        let group_of = |row: u64| starts.partition_point(|&s| s <= row).saturating_sub(1);
+        let mut used = vec![false; groups];
+        for &(a, b) in ranges.iter().filter(|r| r.1 > r.0) {
+            if b > starts[groups] {
+                return Err(be("samples file shorter than its series table"));
+            }
+            for u in &mut used[group_of(a)..=group_of(b - 1)] {
+                *u = true;
+            }
+        }
+        // Rows of unused groups before each group.
+        let mut skipped = Vec::with_capacity(groups);
+        let mut acc = 0u64;
+        for g in 0..groups {
+            skipped.push(acc);
+            if !used[g] {
+                acc += starts[g + 1] - starts[g];
+            }
+        }
+        let mut sel: Vec<RowSelector> = Vec::new();
+        let mut pos = 0u64;
+        for &(a, b) in ranges.iter().filter(|r| r.1 > r.0) {
+            let at = a - skipped[group_of(a)];
+            if at > pos {
+                sel.push(RowSelector::skip((at - pos) as usize));
+            }
+            sel.push(RowSelector::select((b - a) as usize));
+            pos = at + (b - a);
+        }
+        let used: Vec<usize> = (0..groups).filter(|&g| used[g]).collect();
+        if used.is_empty() {
+            return Ok(0);
+        }
+        // Nor a value column no row of the file uses (files of counters and
+        // decimal gauges hold no floats), as the chunk statistics tell.
         let schema = builder.parquet_schema();
+        let meta = builder.metadata().clone();
+        let unused = |i: usize| {
+            meta.row_groups().iter().all(|rg| {
+                let nulls = rg.column(i).statistics().and_then(|s| s.null_count_opt());
+                nulls == Some(rg.num_rows() as u64)
+            })
+        };
+        let named =
+            |name: &str| (0..schema.num_columns()).find(|&i| schema.column(i).name() == name);
+        let mut skip: Vec<usize> = named("series").into_iter().collect();
+        if let (Some(vd), Some(vf)) = (named("vd"), named("vf")) {
+            if unused(vf) {
+                skip.push(vf);
+            } else if unused(vd) {
+                skip.push(vd);
+            }
+        }
         let leaves: Vec<usize> = (0..schema.num_columns())
-            .filter(|&i| schema.column(i).name() != "series")
+            .filter(|i| !skip.contains(i))
             .collect();
         let mask = ProjectionMask::leaves(schema, leaves);
         builder = builder
             .with_projection(mask)
+            .with_row_groups(used)
             .with_row_selection(RowSelection::from(sel));
         let reader = builder.build().map_err(be)?;
         // The series being decoded, the rows of it still to come, and its
@@ -248,10 +311,11 @@ enum Layout<'a> {
     /// Current: `dt` is the time since the series' previous row (the first
     /// row holds the time itself), `vd` the zigzag difference of decimal
     /// mantissas (the first row holds the mantissa), or `vf` a float.
+    /// A read may leave out `vd` or `vf` when no row of the file has one.
     Diff {
         dt: &'a Int64Array,
-        vd: &'a Int64Array,
-        vf: &'a Float64Array,
+        vd: Option<&'a Int64Array>,
+        vf: Option<&'a Float64Array>,
         scale: &'a Int8Array,
     },
     /// Absolute `t` with absolute mantissas `vi` or floats `vf`.
@@ -295,9 +359,11 @@ impl Columns<'_> {
             // runs decode in a loop without per-row checks.
             Layout::Diff { dt, vd, vf, scale } => {
                 let dts = &dt.values()[i..i + len];
-                let nulls = vd.nulls().map_or(0, |n| n.slice(i, len).null_count());
+                let nulls = vd.map_or(len, |vd| {
+                    vd.nulls().map_or(0, |n| n.slice(i, len).null_count())
+                });
                 let (mut tt, mut mm) = (*t, *m);
-                if nulls == 0 {
+                if let (0, Some(vd)) = (nulls, vd) {
                     let rows = dts
                         .iter()
                         .zip(&vd.values()[i..i + len])
@@ -310,7 +376,7 @@ impl Columns<'_> {
                             v: decode_decimal(mm, k),
                         }
                     }));
-                } else if nulls == len {
+                } else if let (true, Some(vf)) = (nulls == len, vf) {
                     out.extend(dts.iter().zip(&vf.values()[i..i + len]).map(|(&d, &v)| {
                         tt = tt.wrapping_add(d);
                         Sample { t_ms: tt, v }
@@ -354,11 +420,12 @@ impl Columns<'_> {
         match &self.layout {
             Layout::Diff { dt, vd, vf, scale } => {
                 *t = t.wrapping_add(dt.value(i));
-                let v = if vd.is_null(i) {
-                    vf.value(i)
-                } else {
-                    *m = m.wrapping_add(unzigzag(vd.value(i)));
-                    decode_decimal(*m, scale.value(i))
+                let v = match vd.filter(|vd| !vd.is_null(i)) {
+                    Some(vd) => {
+                        *m = m.wrapping_add(unzigzag(vd.value(i)));
+                        decode_decimal(*m, scale.value(i))
+                    }
+                    None => vf.map_or(f64::NAN, |vf| vf.value(i)),
                 };
                 (*t, v)
             }
@@ -442,10 +509,15 @@ fn columns(b: &RecordBatch) -> Result<Columns<'_>, StorageError> {
         None => None,
     };
     let layout = if b.column_by_name("dt").is_some() {
+        let vd = b.column_by_name("vd").map(|_| i64s("vd")).transpose()?;
+        let vf = b.column_by_name("vf").map(|_| f64s("vf")).transpose()?;
+        if vd.is_none() && vf.is_none() {
+            return Err(bad());
+        }
         Layout::Diff {
             dt: i64s("dt")?,
-            vd: i64s("vd")?,
-            vf: f64s("vf")?,
+            vd,
+            vf,
             scale: i8s("scale")?,
         }
     } else if b.column_by_name("vi").is_some() {
@@ -1408,9 +1480,46 @@ mod tests {
         store.write_series(1, truth.clone()).unwrap();
         store.flush_head(true).unwrap();
         let file = store.core().state.read().files[0].clone();
-        // Local numbers follow the labels: k = local.
+        // Local numbers follow the labels: k = local. The file is read as
+        // written (one row group), then rewritten in row groups of 7 rows
+        // (so wanted series span groups and some groups are not opened).
         let mut reader = Reader::new(dir.path());
-        for batch_rows in [1, 7, 64 * 1024] {
+        let path = dir.path().join(format!("{}.samples.parquet", file.name));
+        for (groups, batch_rows) in [
+            (false, 1),
+            (false, 7),
+            (false, 64 * 1024),
+            (true, 1),
+            (true, 5),
+            (true, 64 * 1024),
+        ] {
+            if groups {
+                let batches: Vec<RecordBatch> =
+                    ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+                        .unwrap()
+                        .build()
+                        .unwrap()
+                        .map(|b| b.unwrap())
+                        .collect();
+                let props = WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(7))
+                    .build();
+                let mut w = ArrowWriter::try_new(
+                    File::create(&path).unwrap(),
+                    batches[0].schema(),
+                    Some(props),
+                )
+                .unwrap();
+                for b in &batches {
+                    w.write(b).unwrap();
+                }
+                w.close().unwrap();
+                let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
+                    .unwrap()
+                    .metadata()
+                    .clone();
+                assert!(meta.num_row_groups() > 20);
+            }
             reader.batch_rows = batch_rows;
             for (start, end) in [(i64::MIN, i64::MAX), (5_000, 12_004)] {
                 let wanted = [0u32, 2, 3, 4, 7, 8];
@@ -1465,6 +1574,70 @@ mod tests {
         assert!(reader
             .read_into(&file, &[2], i64::MIN, i64::MAX, &mut [])
             .is_err());
+    }
+
+    #[test]
+    fn files_of_only_decimals_or_only_floats_read_without_the_unused_column() {
+        for (kind, value) in [
+            (
+                "decimals",
+                (|i: i64| (i * 7) as f64 / 4.0) as fn(i64) -> f64,
+            ),
+            ("floats", |i: i64| (i as f64 + 0.5).sqrt() / 3.0),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = ParquetMetricStore::open(dir.path(), opts(), None).unwrap();
+            let truth: Vec<Series> = (0..5)
+                .map(|k| Series {
+                    labels: vec![
+                        (METRIC_NAME.into(), "m".into()),
+                        ("k".into(), k.to_string()),
+                    ],
+                    samples: (0..50)
+                        .map(|i| Sample {
+                            t_ms: 1_000 + i * 15_000,
+                            v: value(i + k * 100),
+                        })
+                        .collect(),
+                })
+                .collect();
+            store.write_series(1, truth.clone()).unwrap();
+            store.flush_head(true).unwrap();
+            // Only one value column holds values in this file.
+            let file = store.core().state.read().files[0].clone();
+            let path = dir.path().join(format!("{}.samples.parquet", file.name));
+            let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+                .unwrap()
+                .metadata()
+                .clone();
+            let nulls: Vec<Option<u64>> = ["vd", "vf"]
+                .iter()
+                .map(|c| {
+                    let i = (0..meta.file_metadata().schema_descr().num_columns())
+                        .find(|&i| meta.file_metadata().schema_descr().column(i).name() == *c)
+                        .unwrap();
+                    meta.row_group(0)
+                        .column(i)
+                        .statistics()
+                        .and_then(|s| s.null_count_opt())
+                })
+                .collect();
+            let rows = Some(file.samples);
+            assert!(nulls.contains(&rows), "{kind}: {nulls:?}");
+            let got = store.select(&name("m"), 30_000, 400_000).unwrap();
+            assert_eq!(got.len(), 5);
+            for (g, w) in got.iter().zip(&truth) {
+                let w: Vec<(i64, u64)> = w
+                    .samples
+                    .iter()
+                    .filter(|x| (30_000..=400_000).contains(&x.t_ms))
+                    .map(|x| (x.t_ms, x.v.to_bits()))
+                    .collect();
+                let g: Vec<(i64, u64)> =
+                    g.samples.iter().map(|x| (x.t_ms, x.v.to_bits())).collect();
+                assert_eq!(g, w, "{kind}");
+            }
+        }
     }
 
     #[test]
