@@ -55,11 +55,11 @@ pub struct SeriesGuard {
 
 /// A hash of a label set, the same for the life of the process.
 pub fn labels_hash(labels: &Labels) -> u64 {
-    pairs_hash(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    pairs_hash(labels.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
 }
 
-/// [`labels_hash`] of label pairs in any representation.
-pub fn pairs_hash<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
+/// [`labels_hash`] of label pairs (as UTF-8 bytes) in any representation.
+pub fn pairs_hash<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
     use std::hash::{BuildHasher, Hasher};
     static SEED: std::sync::OnceLock<foldhash::fast::FixedState> = std::sync::OnceLock::new();
     let state = SEED.get_or_init(|| {
@@ -68,9 +68,9 @@ pub fn pairs_hash<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     let mut h = state.build_hasher();
     for (k, v) in pairs {
         // 0xff never occurs in UTF-8, so the pairs cannot run together.
-        h.write(k.as_bytes());
+        h.write(k);
         h.write_u8(0xff);
-        h.write(v.as_bytes());
+        h.write(v);
         h.write_u8(0xff);
     }
     h.finish()

@@ -29,12 +29,21 @@ impl PackedLabels {
         self.0.len()
     }
 
-    pub fn iter(&self) -> Pairs<'_> {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        // Written from `&str` by `pack`, so always valid.
+        let s = |b| std::str::from_utf8(b).unwrap_or_default();
+        self.raw().map(move |(k, v)| (s(k), s(v)))
+    }
+
+    /// The pairs as bytes: what lookups compare, without UTF-8 checks.
+    fn raw(&self) -> Pairs<'_> {
         Pairs(&self.0)
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| v)
+        self.raw()
+            .find(|(k, _)| *k == name.as_bytes())
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
     }
 
     pub fn unpack(&self) -> Labels {
@@ -45,15 +54,15 @@ impl PackedLabels {
 
     /// Same pairs in the same order.
     pub fn equals(&self, labels: &Labels) -> bool {
-        let mut it = self.iter();
+        let mut it = self.raw();
         labels
             .iter()
-            .all(|(k, v)| it.next() == Some((k.as_str(), v.as_str())))
+            .all(|(k, v)| it.next() == Some((k.as_bytes(), v.as_bytes())))
             && it.next().is_none()
     }
 
     pub fn hash(&self) -> u64 {
-        super::guard::pairs_hash(self.iter())
+        super::guard::pairs_hash(self.raw())
     }
 }
 
@@ -71,7 +80,7 @@ fn put(b: &mut Vec<u8>, s: &str) {
 pub(super) struct Pairs<'a>(&'a [u8]);
 
 impl<'a> Pairs<'a> {
-    fn string(&mut self) -> Option<&'a str> {
+    fn string(&mut self) -> Option<&'a [u8]> {
         let (mut n, mut shift, mut i) = (0usize, 0, 0);
         loop {
             let b = *self.0.get(i)?;
@@ -84,13 +93,12 @@ impl<'a> Pairs<'a> {
         }
         let s = self.0.get(i..i + n)?;
         self.0 = &self.0[i + n..];
-        // Written from `&str` by `pack`, so always valid.
-        std::str::from_utf8(s).ok()
+        Some(s)
     }
 }
 
 impl<'a> Iterator for Pairs<'a> {
-    type Item = (&'a str, &'a str);
+    type Item = (&'a [u8], &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.0.is_empty() {

@@ -774,17 +774,22 @@ impl ParquetMetricStore {
         {
             let st = self.core.state.read();
             for (id, chunk) in &frozen.samples {
-                let samples = chunk.samples();
+                let mut samples = chunk.samples();
                 let labels = Arc::new(st.series[*id as usize].labels.unpack());
-                let mut i = 0;
-                while i < samples.len() {
-                    let p = samples[i].t_ms.div_euclid(part_ms) * part_ms;
-                    let j = i + samples[i..].partition_point(|s| s.t_ms < p + part_ms);
+                // Split off one partition at a time from the end; the
+                // oldest (usually the only) piece is moved, not copied.
+                while let Some(last) = samples.last() {
+                    let p = last.t_ms.div_euclid(part_ms) * part_ms;
+                    let i = samples.partition_point(|s| s.t_ms < p);
+                    let piece = if i == 0 {
+                        std::mem::take(&mut samples)
+                    } else {
+                        samples.split_off(i)
+                    };
                     parts
                         .entry(p)
                         .or_default()
-                        .push((*id, labels.clone(), samples[i..j].to_vec()));
-                    i = j;
+                        .push((*id, labels.clone(), piece));
                 }
             }
         }
