@@ -38,10 +38,26 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 wait_up() { for _ in $(seq 1 150); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "$1 did not come up" >&2; return 1; }
 
+# tern acknowledges a write once it is in its WAL and applies it to the store
+# right after; wait until the store has caught up (at most 2 min), so the
+# query is timed on everything that was acknowledged, as on the others.
+settle_tern() {
+  local t0=$SECONDS
+  for _ in $(seq 1 600); do
+    if curl -sf "$1/metrics" | awk '/^tern_store_queue_batches\{signal="metrics"\} / {q=$2} /^tern_wal_queue_bytes / {w=$2} END {exit !(q == 0 && w == 0)}'; then
+      echo "tern applied the load $((SECONDS - t0)) s after the last acknowledgement" >&2
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "tern did not catch up within 2 min" >&2
+}
+
 run() { # name write_url query_base data_dir pid
   local load query
   load=$("$BENCH" --bench remote-write "$2" "$SERIES" "$HOURS")
   echo "$1 load: $load" >&2
+  if [ "$1" = tern ]; then settle_tern "$3"; fi
   query=$("$BENCH" --bench query "$3" "$QUERY" "$HOURS" 60 5)
   echo "$1 query: $query" >&2
   kill -TERM "$5"; wait "$5" 2>/dev/null || true
