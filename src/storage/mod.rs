@@ -11,6 +11,7 @@ pub mod meta;
 pub mod metrics;
 pub mod open;
 pub mod traces;
+pub mod varint;
 pub mod wal;
 pub mod writer;
 

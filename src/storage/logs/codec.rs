@@ -15,6 +15,7 @@
 //! Decoding checks every length and nests at most [`MAX_DEPTH`] levels, so a
 //! damaged document is an error, not a panic.
 
+use crate::storage::varint::{put_varint as varint, unzigzag, zigzag};
 use std::sync::Arc;
 
 use crate::model::{
@@ -127,22 +128,6 @@ pub fn decode_row(buf: &[u8], time_ns: u64, shared: &Shared) -> Result<LogRecord
         span_id,
         event_name,
     })
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
-
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
 }
 
 fn bytes(out: &mut Vec<u8>, b: &[u8]) {

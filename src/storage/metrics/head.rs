@@ -19,6 +19,7 @@
 //! equal timestamps, so the last write wins as before.
 
 use crate::model::Sample;
+use crate::storage::varint::{put_varint, unzigzag, zigzag};
 
 const TAG_SAME: u8 = 0;
 const TAG_INT: u8 = 1;
@@ -325,22 +326,6 @@ impl Iterator for Decoder<'_> {
             v: f64::from_bits(self.v),
         })
     }
-}
-
-fn zigzag(x: i64) -> u64 {
-    ((x << 1) ^ (x >> 63)) as u64
-}
-
-fn unzigzag(x: u64) -> i64 {
-    ((x >> 1) as i64) ^ -((x & 1) as i64)
-}
-
-fn put_varint(buf: &mut Vec<u8>, mut x: u64) {
-    while x >= 0x80 {
-        buf.push((x as u8) | 0x80);
-        x >>= 7;
-    }
-    buf.push(x as u8);
 }
 
 fn get_varint(b: &[u8]) -> (u64, usize) {

@@ -14,6 +14,8 @@
 //! first span id` and hold a Bloom filter of the spans' attributes and
 //! compact span heads ([`encode_row`]).
 
+pub use crate::storage::varint::put_varint;
+use crate::storage::varint::{unzigzag, zigzag};
 use std::sync::Arc;
 
 use super::types::{Agg, Histogram, TraceSummary, MAX_INDEXED_VALUE};
@@ -28,22 +30,6 @@ pub struct CodecError(pub &'static str);
 
 /// Deepest attribute value nesting decoded.
 const MAX_DEPTH: usize = 64;
-
-pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn zigzag(v: i64) -> u64 {
-    ((v << 1) ^ (v >> 63)) as u64
-}
-
-fn unzigzag(v: u64) -> i64 {
-    ((v >> 1) as i64) ^ -((v & 1) as i64)
-}
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     put_varint(out, b.len() as u64);

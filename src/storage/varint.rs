@@ -1,0 +1,55 @@
+//! LEB128 varints and zigzag signed integers, shared by the store codecs
+//! (span bodies, log documents, metric head chunks).
+
+/// Appends `v` as a little-endian base-128 varint (1–10 bytes).
+pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Maps signed to unsigned so that small magnitudes stay small.
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zigzag_and_varints_round_trip_extremes() {
+        for v in [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            i64::MAX,
+            i64::MIN,
+            1 << 40,
+            -(1 << 40),
+        ] {
+            assert_eq!(unzigzag(zigzag(v)), v);
+        }
+        assert_eq!(zigzag(-1), 1);
+        assert_eq!(zigzag(1), 2);
+        for (v, len) in [(0u64, 1), (127, 1), (128, 2), (u64::MAX, 10)] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), len);
+            let mut x = 0u64;
+            for (i, byte) in b.iter().enumerate() {
+                x |= ((byte & 0x7f) as u64) << (7 * i);
+            }
+            assert_eq!(x, v);
+        }
+    }
+}
