@@ -106,12 +106,13 @@ impl ResultCache {
         if !reads_only_the_past(&expr) {
             return all(range_query(src, query, start, end, step, limits, cancel)?);
         }
-        // The last step whose samples are all settled.
-        let boundary = now_ms - crate::storage::SETTLED_MS;
+        // The last step of the query whose samples are all settled (on the
+        // step grid, so later queries continue the same grid after it).
+        let boundary = (now_ms - crate::storage::SETTLED_MS).min(end);
         let settled_to = if boundary < start {
             None
         } else {
-            Some((start + (boundary - start) / step * step).min(end))
+            Some(start + (boundary - start) / step * step)
         };
         let key = Key {
             query: query.trim().to_string(),
@@ -462,6 +463,21 @@ mod tests {
             assert_eq!(u.evaluated_steps, 0, "{q}");
         }
         assert!(cache.bytes() > 0);
+    }
+
+    #[test]
+    fn an_end_between_steps_keeps_later_queries_on_the_grid() {
+        let src = Source::new(data(1.0));
+        let cache = ResultCache::new(64 << 20);
+        let q = QUERIES[0];
+        let start = NOW - 120 * MIN;
+        // Ends 30 s after a step, an hour before now: all of it settled.
+        let short_end = NOW - 60 * MIN + 30_000;
+        let (short, _) = cached(&cache, &src, q, start, short_end, NOW);
+        assert!(same(&short, &eval(&src, q, start, short_end, MIN)));
+        let (long, u) = cached(&cache, &src, q, start, NOW, NOW);
+        assert!(u.cached_steps > 0);
+        assert!(same(&long, &eval(&src, q, start, NOW, MIN)));
     }
 
     #[test]
