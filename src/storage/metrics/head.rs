@@ -18,6 +18,7 @@
 //! timestamp) goes to a small sorted side list that wins over the buffer for
 //! equal timestamps, so the last write wins as before.
 
+use super::decimal::{self, mantissa};
 use crate::model::Sample;
 use crate::storage::varint::{put_varint, unzigzag, zigzag};
 
@@ -26,10 +27,8 @@ const TAG_INT: u8 = 1;
 const TAG_XOR: u8 = 2;
 const TAG_DEC: u8 = 3; // 3..=6: 1..=4 fraction digits
 const TAG_ESCAPE: u8 = 7;
+/// Fraction digits the tags can say (3–6: 1–4 digits).
 const DEC_DIGITS: usize = 4;
-const POW10: [f64; DEC_DIGITS + 1] = [1.0, 10.0, 100.0, 1000.0, 10000.0];
-/// Integers up to 2^53 are exact in an f64.
-const EXACT: f64 = 9_007_199_254_740_992.0;
 
 /// One series' unflushed samples.
 #[derive(Default, Clone)]
@@ -211,22 +210,18 @@ fn encode_value(prev: f64, prev_bits: u64, v: f64, bits: u64) -> (u8, Value) {
     if bits == prev_bits {
         return (TAG_SAME, Value::None);
     }
-    for (k, p) in POW10.iter().enumerate() {
-        let (a, b) = (v * p, prev * p);
-        if a.fract() != 0.0 || b.fract() != 0.0 || a.abs() > EXACT || b.abs() > EXACT {
+    for k in 0..=DEC_DIGITS {
+        // Both as mantissas with k digits that decode to exactly their bits.
+        let Some(ma) = mantissa(v, k) else { continue };
+        let Some(mb) = mantissa(prev, k) else {
             continue;
-        }
-        let (ma, mb) = (a as i64, b as i64);
-        // Only if decoding gives back exactly these bits (not -0.0, and
-        // the division by 10^k rounds back to `v`).
-        if scaled(ma, k).to_bits() == bits && scaled(mb, k).to_bits() == prev_bits {
-            let tag = if k == 0 {
-                TAG_INT
-            } else {
-                TAG_DEC + k as u8 - 1
-            };
-            return (tag, Value::Varint(zigzag(ma.wrapping_sub(mb))));
-        }
+        };
+        let tag = if k == 0 {
+            TAG_INT
+        } else {
+            TAG_DEC + k as u8 - 1
+        };
+        return (tag, Value::Varint(zigzag(ma.wrapping_sub(mb))));
     }
     let x = bits ^ prev_bits;
     let lead = (x.leading_zeros() / 8) as usize;
@@ -240,14 +235,6 @@ fn encode_value(prev: f64, prev_bits: u64, v: f64, bits: u64) -> (u8, Value) {
             len,
         },
     )
-}
-
-fn scaled(m: i64, k: usize) -> f64 {
-    if k == 0 {
-        m as f64
-    } else {
-        m as f64 / POW10[k]
-    }
 }
 
 /// Walks the samples of a chunk's buffer.
@@ -316,9 +303,11 @@ impl Iterator for Decoder<'_> {
                 } else {
                     (tag - TAG_DEC + 1) as usize
                 };
-                let prev = (f64::from_bits(self.v) * POW10[k]) as i64;
+                // The encoder checked that the previous value has this
+                // mantissa.
+                let prev = mantissa(f64::from_bits(self.v), k).unwrap_or_default();
                 let d = unzigzag(self.varint());
-                scaled(prev.wrapping_add(d), k).to_bits()
+                decimal::decode(prev.wrapping_add(d), k as i8).to_bits()
             }
         };
         Some(Sample {

@@ -7,6 +7,7 @@
 //! `MetricStore` trait.
 
 pub mod core;
+mod decimal;
 pub mod guard;
 mod head;
 pub mod mapping;

@@ -58,9 +58,11 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use super::core::{merge_runs, now_ms, Core, DeltaState, FileReader, FileRef, Frozen};
+use super::decimal::{self, mantissa};
 use super::guard::SeriesGuard;
 use super::{CardinalityStats, MetricsOptions};
 use crate::model::{LabelMatcher, Labels, Metric, MetricMeta, Sample, Series, METRIC_NAME};
+use crate::storage::varint::{unzigzag, zigzag};
 use crate::storage::{MetricStore, SeriesSource, StorageError, StoreLifecycle, StoreStats};
 
 const MANIFEST: &str = "MANIFEST.json";
@@ -370,10 +372,10 @@ impl Columns<'_> {
                         .zip(&scale.values()[i..i + len]);
                     out.extend(rows.map(|((&d, &z), &k)| {
                         tt = tt.wrapping_add(d);
-                        mm = mm.wrapping_add(unzigzag(z));
+                        mm = mm.wrapping_add(unzigzag(z as u64));
                         Sample {
                             t_ms: tt,
-                            v: decode_decimal(mm, k),
+                            v: decimal::decode(mm, k),
                         }
                     }));
                 } else if let (true, Some(vf)) = (nulls == len, vf) {
@@ -422,8 +424,8 @@ impl Columns<'_> {
                 *t = t.wrapping_add(dt.value(i));
                 let v = match vd.filter(|vd| !vd.is_null(i)) {
                     Some(vd) => {
-                        *m = m.wrapping_add(unzigzag(vd.value(i)));
-                        decode_decimal(*m, scale.value(i))
+                        *m = m.wrapping_add(unzigzag(vd.value(i) as u64));
+                        decimal::decode(*m, scale.value(i))
                     }
                     None => vf.map_or(f64::NAN, |vf| vf.value(i)),
                 };
@@ -433,7 +435,7 @@ impl Columns<'_> {
                 let v = if vi.is_null(i) {
                     vf.value(i)
                 } else {
-                    decode_decimal(vi.value(i), scale.value(i))
+                    decimal::decode(vi.value(i), scale.value(i))
                 };
                 (t.value(i), v)
             }
@@ -442,36 +444,17 @@ impl Columns<'_> {
     }
 }
 
-fn zigzag(d: i64) -> i64 {
-    (d << 1) ^ (d >> 63)
-}
-
-fn unzigzag(z: i64) -> i64 {
-    ((z as u64 >> 1) as i64) ^ -(z & 1)
-}
-
-const POW10: [f64; 7] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6];
-/// Integers up to 2^53 convert to f64 exactly.
-const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
-
-fn decode_decimal(m: i64, scale: i8) -> f64 {
-    m as f64 / POW10[scale.clamp(0, 6) as usize]
-}
-
 /// The fewest decimal digits (0 to 6) that represent every value exactly
 /// as an integer mantissa, or `None` (NaN, infinities, -0.0, more digits,
 /// too large): such a series keeps its float values.
 fn decimal_scale(values: &[Sample]) -> Option<i8> {
     // Checked through the integer the file stores, exactly as it is decoded.
-    let fits = |v: f64, k: usize| {
-        let m = (v * POW10[k]).round();
-        m.abs() < MAX_EXACT && decode_decimal(m as i64, k as i8).to_bits() == v.to_bits()
-    };
+    let fits = |v: f64, k: usize| mantissa(v, k).is_some();
     let mut scale = 0usize;
     for x in values {
         while !fits(x.v, scale) {
             scale += 1;
-            if scale >= POW10.len() {
+            if scale > decimal::MAX_DIGITS {
                 return None;
             }
         }
@@ -834,8 +817,9 @@ impl ParquetMetricStore {
                 prev_t = x.t_ms;
                 match scale {
                     Some(k) => {
-                        let m = (x.v * POW10[k as usize]).round() as i64;
-                        vi.push(Some(zigzag(m.wrapping_sub(prev_m))));
+                        // `decimal_scale` checked that every value has one.
+                        let m = mantissa(x.v, k as usize).unwrap_or_default();
+                        vi.push(Some(zigzag(m.wrapping_sub(prev_m)) as i64));
                         prev_m = m;
                         vf.push(None);
                     }
@@ -1384,15 +1368,6 @@ mod tests {
             read_old_layout(dir.path(), decimal),
             vec![(1, vec![(1, 1.25), (2, -0.03), (3, 0.07)])]
         );
-    }
-
-    #[test]
-    fn zigzag_round_trips_extremes() {
-        for d in [0, 1, -1, 63, -64, i64::MAX, i64::MIN, 1 << 40, -(1 << 40)] {
-            assert_eq!(unzigzag(zigzag(d)), d, "{d}");
-        }
-        assert_eq!(zigzag(-1), 1);
-        assert_eq!(zigzag(1), 2);
     }
 
     #[test]
