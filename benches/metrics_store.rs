@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -36,6 +36,7 @@ use opentelemetry_proto::tonic::metrics::v1 as pm;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tern::ingest::remote_write::{Label, PromSample, TimeSeries, WriteRequest};
+use tern::model::time::now_ms;
 use tern::model::{Sample, Series};
 use tern::storage::metrics::{MetricsOptions, ParquetMetricStore};
 use tern::storage::{MetricStore, SeriesSource, StoreLifecycle};
@@ -165,13 +166,6 @@ fn advance(s: &mut SynthSeries, rng: &mut Rng) {
 /// Scrape timestamps jitter by a few milliseconds, as real scrapes do.
 fn scrape_ts(base: i64, step: i64, rng: &mut Rng) -> i64 {
     base + step * STEP_MS + rng.below(5) as i64
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Resident set size, after the allocator returned the pages it holds

@@ -7,9 +7,10 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use tern::model::time::now_ns;
 use tern::model::{
     AnyValue, LogRecord, Resource, Sample, Scope, Series, Span, SpanId, SpanKind, Status,
     StatusCode, TraceId,
@@ -18,13 +19,6 @@ use tern::storage::logs::index::{LogIndex, LogIndexOptions};
 use tern::storage::metrics::{MetricsOptions, ParquetMetricStore};
 use tern::storage::traces::codec;
 use tern::storage::{LogStore, MetricStore, StoreLifecycle};
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
 
 fn resource(service: &str) -> Arc<Resource> {
     Arc::new(Resource {

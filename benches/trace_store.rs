@@ -23,13 +23,14 @@
 //! `--bench` (as `cargo test --benches` runs it) the defaults are tiny.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue as PAny, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource as PResource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span as PSpan};
+use tern::model::time::now_ns;
 use tern::model::{AnyValue, Resource, Scope, Span, SpanId, SpanKind, Status, StatusCode, TraceId};
 use tern::storage::traces::{RocksTraceStore, TraceSearch, TraceStoreOptions};
 use tern::storage::{StoreLifecycle, TraceStore};
@@ -39,13 +40,6 @@ fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(default)
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 /// xorshift64*: deterministic and dependency-free.

@@ -1,7 +1,7 @@
 //! Helpers shared by the store benchmarks: environment knobs, the clock, a
 //! small deterministic generator and percentiles.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+pub use tern::model::time::now_ns;
 
 /// An integer environment variable, or `default`.
 pub fn env(name: &str, default: u64) -> u64 {
@@ -9,13 +9,6 @@ pub fn env(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 /// xorshift64: deterministic and dependency-free.

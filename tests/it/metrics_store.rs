@@ -11,6 +11,7 @@ use tern::ingest::remote_write::{Label, PromSample, TimeSeries, WriteRequest};
 use tern::model::{label, LabelMatcher, MatchOp, Series, METRIC_NAME};
 
 use crate::support::*;
+use tern::model::time::now_ms;
 
 const PB: &str = "application/x-protobuf";
 
@@ -263,10 +264,6 @@ pub fn snappy(r: &WriteRequest) -> Vec<u8> {
     snap::raw::Encoder::new()
         .compress_vec(&r.encode_to_vec())
         .unwrap()
-}
-
-fn now_ms() -> i64 {
-    (now_ns() / 1_000_000) as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -15,6 +15,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use tern::app::Server;
 use tern::config::{Config, Sources};
+pub use tern::model::time::now_ns;
 
 pub struct TestServer {
     pub server: Option<Server>,
@@ -172,13 +173,6 @@ impl Drop for TestServer {
             s.shutdown_token().cancel();
         }
     }
-}
-
-pub fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
 }
 
 pub fn kv_str(k: &str, v: &str) -> KeyValue {
