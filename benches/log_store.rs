@@ -5,7 +5,9 @@
 //!   until every line is committed in the index),
 //! - bytes on disk per line (the `logs/` directory after a clean shutdown),
 //! - search latency p50/p99 for a rare term and a common term (with the
-//!   total count) over everything stored, through the store API.
+//!   total count), a phrase with a field, and two words kept in block
+//!   filters (a request id, a duration) over everything stored, through the
+//!   store API.
 //!
 //! Lines: 6 services, 8 templates with variable fields (ids, durations,
 //! addresses, users), 3 attributes, ~150–300 bytes each; one line in 100 000
@@ -344,6 +346,26 @@ fn main() {
     let rare = measure("zebracorn");
     let common = measure("completed");
     let phrase = measure("\"connection reset\" AND service:payment");
+    // Words with digits of 5+ bytes live in block filters: a request id
+    // (one line) and a duration shared by ~1 line in 3,000.
+    let request_id = {
+        let s = LogSearch::new(
+            tern::query::logs::parse("completed").unwrap(),
+            0,
+            u64::MAX,
+            1,
+        );
+        let page = store.search(&s).unwrap();
+        let body = page.records[0].record.body.to_text();
+        let id = body
+            .split("request_id=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        measure(&id)
+    };
+    let duration = measure("1234ms");
     store.close().unwrap();
     let avg_line: f64 = {
         let mut r = Rng(1);
@@ -369,6 +391,8 @@ fn main() {
             "search_rare": rare,
             "search_common": common,
             "search_phrase_and_field": phrase,
+            "search_block_word_rare": request_id,
+            "search_block_word_common": duration,
         })
     );
 }

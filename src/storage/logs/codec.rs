@@ -130,6 +130,24 @@ pub fn decode_row(buf: &[u8], time_ns: u64, shared: &Shared) -> Result<LogRecord
     })
 }
 
+/// Only the body of a row (what a body-text check needs).
+pub fn decode_body(buf: &[u8]) -> Result<AnyValue, CodecError> {
+    let mut d = Decoder { buf, pos: 0 };
+    if d.byte()? != VERSION {
+        return Err(CodecError("unknown version"));
+    }
+    for _ in 0..3 {
+        d.varint()?;
+    }
+    d.bytes()?;
+    d.bytes()?;
+    d.string()?;
+    d.attrs(0)?;
+    let body = d.value(0)?;
+    d.end()?;
+    Ok(body)
+}
+
 fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     varint(out, b.len() as u64);
     out.extend_from_slice(b);

@@ -42,17 +42,20 @@ use tantivy::collector::{Collector, Count, SegmentCollector};
 use tantivy::columnar::Column;
 use tantivy::query::{
     AllQuery, BooleanQuery, EmptyQuery, Occur, PhraseQuery, Query, RangeQuery, TermQuery,
+    TermSetQuery,
 };
 use tantivy::schema::{
     BytesOptions, Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions,
     Value, STORED,
 };
 use tantivy::store::{Compressor, ZstdCompressor};
+use tantivy::tokenizer::{TextAnalyzer, Token, TokenStream, Tokenizer};
 use tantivy::{
     DocAddress, DocId, Index, IndexReader, IndexSettings, IndexWriter, ReloadPolicy, Score,
     SegmentOrdinal, SegmentReader, TantivyDocument, Term,
 };
 
+use super::bloom::{self, BlockBuilder, BlockFilter, FilterFile};
 use super::{
     attribute_keywords, body_text, codec, record_id, resource_keywords, severity_class,
     severity_keywords, tokenize, Buckets, LogChunk, LogCursor, LogField, LogFilter, LogPage,
@@ -121,6 +124,77 @@ struct Fields {
     resource: Field,
     shared: Field,
     record: Field,
+    /// Block words that repeat within their block ([`super::bloom`]).
+    body_repeated: Field,
+    /// The record's block number ([`super::bloom`]), indexed.
+    block: Field,
+}
+
+/// The body analyzer: [`super::tokenize`]'s words, except block words
+/// ([`bloom::is_block_word`]), which keep their position but are left to the
+/// block filters.
+const BODY_TOKENIZER: &str = "body_v3";
+
+#[derive(Clone, Default)]
+struct BodyTokenizer;
+
+struct VecTokenStream {
+    tokens: Vec<Token>,
+    /// One past the current token.
+    next: usize,
+}
+
+impl TokenStream for VecTokenStream {
+    fn advance(&mut self) -> bool {
+        if self.next < self.tokens.len() {
+            self.next += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn token(&self) -> &Token {
+        &self.tokens[self.next.saturating_sub(1)]
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.tokens[self.next.saturating_sub(1)]
+    }
+}
+
+impl Tokenizer for BodyTokenizer {
+    type TokenStream<'a> = VecTokenStream;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> VecTokenStream {
+        let mut tokens = Vec::new();
+        let mut position = 0;
+        super::for_each_word(text, |from, to, word| {
+            if !bloom::is_block_word(&word) {
+                tokens.push(Token {
+                    offset_from: from,
+                    offset_to: to,
+                    position,
+                    text: word,
+                    position_length: 1,
+                });
+            }
+            position += 1;
+        });
+        // A text with no indexed word still needs a valid current token.
+        VecTokenStream { tokens, next: 0 }
+    }
+}
+
+/// The distinct block words of a body text with their filter hashes.
+fn block_words(text: &str, out: &mut Vec<(u64, String)>) {
+    super::for_each_word(text, |_, _, w| {
+        if bloom::is_block_word(&w) {
+            out.push((bloom::word_hash(&w), w));
+        }
+    });
+    out.sort_unstable();
+    out.dedup();
 }
 
 fn schema() -> (Schema, Fields) {
@@ -134,7 +208,7 @@ fn schema() -> (Schema, Fields) {
     );
     let text = TextOptions::default().set_indexing_options(
         TextFieldIndexing::default()
-            .set_tokenizer("default")
+            .set_tokenizer(BODY_TOKENIZER)
             .set_index_option(IndexRecordOption::WithFreqsAndPositions)
             .set_fieldnorms(false),
     );
@@ -148,11 +222,78 @@ fn schema() -> (Schema, Fields) {
         span_id: b.add_text_field("span_id", keyword.clone()),
         body: b.add_text_field("body", text),
         attributes: b.add_text_field("attributes", keyword.clone()),
-        resource: b.add_text_field("resource", keyword),
+        resource: b.add_text_field("resource", keyword.clone()),
         shared: b.add_bytes_field("shared", BytesOptions::default().set_fast()),
         record: b.add_bytes_field("record", STORED),
+        body_repeated: b.add_text_field("body_repeated", keyword.clone()),
+        block: b.add_u64_field("block", NumericOptions::default().set_indexed()),
     };
     (b.build(), fields)
+}
+
+/// A record's document and its distinct block words with their hashes.
+type NewDoc = (TantivyDocument, Vec<(u64, String)>);
+
+/// A document held until its block ends (then its block words are known
+/// to be single or repeated within the block).
+struct StagedDoc {
+    id: u64,
+    doc: TantivyDocument,
+    /// Distinct block words of the body with their filter hashes.
+    words: Vec<(u64, String)>,
+}
+
+/// A partition's block in progress.
+struct Blocks {
+    builder: BlockBuilder,
+    staged: Vec<StagedDoc>,
+    /// Filters of ended blocks whose documents went to the writer, to be
+    /// written to the filter file before the next commit.
+    done: Vec<BlockFilter>,
+}
+
+impl Blocks {
+    /// Adds a document to the block; a full block ends.
+    fn add(
+        &mut self,
+        w: &IndexWriter,
+        fields: &Fields,
+        id: u64,
+        doc: TantivyDocument,
+        words: Vec<(u64, String)>,
+    ) -> Result<(), StorageError> {
+        let hashes: Vec<u64> = words.iter().map(|(h, _)| *h).collect();
+        self.builder.add(&hashes);
+        self.staged.push(StagedDoc { id, doc, words });
+        if self.builder.is_full() {
+            self.finish(w, fields)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the block: its documents get the block number and their
+    /// repeated block words, and go to the writer.
+    fn finish(&mut self, w: &IndexWriter, fields: &Fields) -> Result<(), StorageError> {
+        let Some(done) = self.builder.finish() else {
+            return Ok(());
+        };
+        for mut s in self.staged.drain(..) {
+            s.doc.add_u64(fields.block, done.filter.block);
+            for (h, word) in s.words {
+                if done.repeated.contains(&h) {
+                    s.doc.add_text(fields.body_repeated, word);
+                }
+            }
+            w.add_document(s.doc).map_err(backend)?;
+        }
+        self.done.push(done.filter);
+        Ok(())
+    }
+
+    /// Drops the staged documents with ids in `lo..hi` (a seq written again).
+    fn forget(&mut self, lo: u64, hi: u64) {
+        self.staged.retain(|s| s.id < lo || s.id >= hi);
+    }
 }
 
 struct Partition {
@@ -162,6 +303,16 @@ struct Partition {
     index: Index,
     reader: IndexReader,
     writer: RwLock<Option<IndexWriter>>,
+    fields: Fields,
+    /// Written with the default analyzer (every word in the postings, no
+    /// block filters): indexes made before block filters.
+    legacy: bool,
+    /// Block filters of the committed records (and of records being
+    /// committed).
+    filters: RwLock<FilterFile>,
+    /// The block being written and finished blocks not yet in `filters`;
+    /// changed under the writer's read lock, taken under its write lock.
+    blocks: Mutex<Blocks>,
     dirty: AtomicBool,
     idle_ticks: AtomicU32,
     last_write: AtomicU64,
@@ -187,7 +338,7 @@ impl Partition {
         opts: &LogIndexOptions,
     ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
-        let (schema, _) = schema();
+        let (schema, fields) = self::schema();
         let settings = IndexSettings {
             docstore_compression: Compressor::Zstd(ZstdCompressor {
                 compression_level: Some(opts.zstd_level),
@@ -196,11 +347,54 @@ impl Partition {
             ..Default::default()
         };
         let mmap = tantivy::directory::MmapDirectory::open(dir).map_err(backend)?;
-        let index = Index::builder()
-            .schema(schema)
-            .settings(settings)
-            .open_or_create(mmap)
-            .map_err(backend)?;
+        let index = if Index::exists(&mmap).map_err(backend)? {
+            Index::open(mmap).map_err(backend)?
+        } else {
+            Index::builder()
+                .schema(schema.clone())
+                .settings(settings)
+                .open_or_create(mmap)
+                .map_err(backend)?
+        };
+        let body_tokenizer = match index.schema().get_field_entry(fields.body).field_type() {
+            tantivy::schema::FieldType::Str(o) => {
+                o.get_indexing_options().map(|i| i.tokenizer().to_string())
+            }
+            _ => None,
+        };
+        let legacy = match body_tokenizer.as_deref() {
+            Some(BODY_TOKENIZER) => false,
+            Some("default") => true,
+            _ => {
+                return Err(StorageError::Backend(format!(
+                    "log index: {} has an unknown schema",
+                    dir.display()
+                )))
+            }
+        };
+        // The same fields in the same order; indexes made before block
+        // filters lack the last two.
+        let names = |s: &Schema| {
+            s.fields()
+                .map(|(_, e)| e.name().to_string())
+                .collect::<Vec<_>>()
+        };
+        let (have, want) = (names(&index.schema()), names(&schema));
+        let known = if legacy {
+            have.as_slice() == &want[..want.len() - 2]
+        } else {
+            have == want
+        };
+        if !known {
+            return Err(StorageError::Backend(format!(
+                "log index: {} has an unknown schema",
+                dir.display()
+            )));
+        }
+        index
+            .tokenizers()
+            .register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer));
+        let filters = FilterFile::open(dir)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -213,6 +407,14 @@ impl Partition {
             index,
             reader,
             writer: RwLock::new(None),
+            fields,
+            legacy,
+            blocks: Mutex::new(Blocks {
+                builder: BlockBuilder::starting_at(filters.next_block()),
+                staged: Vec::new(),
+                done: Vec::new(),
+            }),
+            filters: RwLock::new(filters),
             dirty: AtomicBool::new(false),
             idle_ticks: AtomicU32::new(0),
             last_write: AtomicU64::new(0),
@@ -239,20 +441,39 @@ impl Partition {
     /// Commits pending documents with `payload`. They become visible to
     /// searches at the next reader reload (done by the commit round).
     fn commit(&self, payload: u64) -> Result<(), StorageError> {
-        self.dirty.store(false, Ordering::SeqCst);
         let mut w = self.writer.write();
-        if let Some(w) = w.as_mut() {
-            let mut prepared = w.prepare_commit().map_err(backend)?;
-            prepared.set_payload(&payload.to_string());
-            prepared.commit().map_err(backend)?;
-        }
+        self.commit_locked(&mut w, payload)
+    }
+
+    /// The block filters of the written records go to disk first, then the
+    /// records are committed: every committed record has its filter.
+    fn commit_locked(
+        &self,
+        writer: &mut Option<IndexWriter>,
+        payload: u64,
+    ) -> Result<(), StorageError> {
+        self.dirty.store(false, Ordering::SeqCst);
+        let Some(w) = writer.as_mut() else {
+            return Ok(());
+        };
+        let finished = {
+            let mut blocks = self.blocks.lock();
+            blocks.finish(w, &self.fields)?;
+            std::mem::take(&mut blocks.done)
+        };
+        self.filters.write().append(finished)?;
+        let mut prepared = w.prepare_commit().map_err(backend)?;
+        prepared.set_payload(&payload.to_string());
+        prepared.commit().map_err(backend)?;
         Ok(())
     }
 
     /// Commits and closes the writer (its merge threads finish first).
     fn close_writer(&self, payload: u64) -> Result<(), StorageError> {
-        self.commit(payload)?;
-        if let Some(w) = self.writer.write().take() {
+        let mut guard = self.writer.write();
+        self.commit_locked(&mut guard, payload)?;
+        if let Some(w) = guard.take() {
+            drop(guard);
             w.wait_merging_threads().map_err(backend)?;
         }
         Ok(())
@@ -392,6 +613,7 @@ impl LogIndex {
                 *out.entry(("deletes".into(), String::new())).or_default() +=
                     seg.deletes().get_bytes();
             }
+            *out.entry(("blooms".into(), "body".into())).or_default() += p.filters.read().bytes();
         }
         Ok(out)
     }
@@ -545,7 +767,8 @@ impl Inner {
         Ok(())
     }
 
-    fn document(&self, id: u64, r: &LogRecord, buf: &mut Vec<u8>) -> TantivyDocument {
+    /// The document of a record and the filter hashes of its block words.
+    fn document(&self, id: u64, r: &LogRecord, buf: &mut Vec<u8>) -> NewDoc {
         let f = &self.fields;
         let mut d = TantivyDocument::new();
         d.add_u64(f.time, r.time_ns);
@@ -561,12 +784,17 @@ impl Inner {
         if let Some(s) = r.span_id {
             d.add_text(f.span_id, s.to_hex());
         }
+        let mut words = Vec::new();
         match &r.body {
-            crate::model::AnyValue::String(s) if !s.is_empty() => d.add_text(f.body, s),
+            crate::model::AnyValue::String(s) if !s.is_empty() => {
+                block_words(s, &mut words);
+                d.add_text(f.body, s)
+            }
             crate::model::AnyValue::String(_) => {}
             other => {
                 let body = body_text(other);
                 if !body.is_empty() {
+                    block_words(&body, &mut words);
                     d.add_text(f.body, body);
                 }
             }
@@ -583,7 +811,7 @@ impl Inner {
         buf.clear();
         codec::encode_row(r, buf);
         d.add_bytes(f.record, buf.as_slice());
-        d
+        (d, words)
     }
 
     fn write(&self, seq: u64, records: Vec<LogRecord>) -> Result<(), StorageError> {
@@ -592,7 +820,7 @@ impl Inner {
         // the next batch is prepared while a commit round holds it.
         let cutoff = self.retention_cutoff();
         let mut buf = Vec::with_capacity(512);
-        let docs: Vec<Option<TantivyDocument>> = records
+        let docs: Vec<Option<NewDoc>> = records
             .iter()
             .enumerate()
             .map(|(i, r)| {
@@ -660,12 +888,12 @@ impl Inner {
         &self,
         seq: u64,
         records: &[LogRecord],
-        docs: Vec<Option<TantivyDocument>>,
+        docs: Vec<Option<NewDoc>>,
         rewrite: bool,
     ) -> Result<(), StorageError> {
         // Partitions (by start) where this seq's earlier copy was deleted.
         let mut replaced: Vec<u64> = Vec::new();
-        for (r, doc) in records.iter().zip(docs) {
+        for ((i, r), doc) in records.iter().enumerate().zip(docs) {
             let mut doc = match doc {
                 Some(d) => Some(d),
                 None => continue,
@@ -689,10 +917,22 @@ impl Inner {
                         )),
                     );
                     w.delete_query(Box::new(q)).map_err(backend)?;
+                    // And the copy still waiting for its block to end.
+                    p.blocks
+                        .lock()
+                        .forget(record_id(seq, 0), record_id(seq + 1, 0));
                     replaced.push(p.start_ns);
                 }
-                if let Some(d) = doc.take() {
-                    w.add_document(d).map_err(backend)?;
+                if let Some((d, words)) = doc.take() {
+                    // Under the writer's read lock: the commit (write lock)
+                    // ends the block and sees its documents and filter.
+                    if p.legacy {
+                        w.add_document(d).map_err(backend)?;
+                    } else {
+                        p.blocks
+                            .lock()
+                            .add(w, &self.fields, record_id(seq, i), d, words)?;
+                    }
                 }
                 p.dirty.store(true, Ordering::SeqCst);
                 added = true;
@@ -707,20 +947,63 @@ impl Inner {
         Ok(())
     }
 
-    fn to_query(&self, f: &LogFilter) -> Box<dyn Query> {
+    /// The query of a filter on partition `p`.
+    fn to_query(&self, f: &LogFilter, p: &Partition) -> Box<dyn Query> {
         let fl = &self.fields;
         match f {
             LogFilter::All => Box::new(AllQuery),
             LogFilter::Text(t) | LogFilter::Phrase(t) => {
-                let terms: Vec<Term> = tokenize(t)
-                    .iter()
-                    .map(|w| Term::from_field_text(fl.body, w))
-                    .collect();
-                match terms.len() {
-                    0 => Box::new(EmptyQuery),
-                    1 => Box::new(TermQuery::new(terms[0].clone(), IndexRecordOption::Basic)),
-                    _ => Box::new(PhraseQuery::new(terms)),
+                let words = tokenize(t);
+                if words.is_empty() {
+                    return Box::new(EmptyQuery);
                 }
+                let has_block_words = !p.legacy && words.iter().any(|w| bloom::is_block_word(w));
+                // The indexed words at their offsets in the phrase.
+                let terms: Vec<(usize, Term)> = words
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| p.legacy || !bloom::is_block_word(w))
+                    .map(|(i, w)| (i, Term::from_field_text(fl.body, w)))
+                    .collect();
+                let indexed: Option<Box<dyn Query>> = match terms.len() {
+                    0 => None,
+                    1 => Some(Box::new(TermQuery::new(
+                        terms[0].1.clone(),
+                        IndexRecordOption::Basic,
+                    ))),
+                    _ => Some(Box::new(PhraseQuery::new_with_offset(terms))),
+                };
+                if !has_block_words {
+                    return indexed.unwrap_or_else(|| Box::new(EmptyQuery));
+                }
+                // Per block word: where it repeats in its block, or the
+                // blocks whose filter may hold it.
+                let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+                let filters = p.filters.read();
+                for w in words.iter().filter(|w| bloom::is_block_word(w)) {
+                    let repeated: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(fl.body_repeated, w),
+                        IndexRecordOption::Basic,
+                    ));
+                    let blocks: Vec<Term> = filters
+                        .candidates(&[bloom::word_hash(w)])
+                        .into_iter()
+                        .map(|b| Term::from_field_u64(fl.block, b))
+                        .collect();
+                    let either: Box<dyn Query> = if blocks.is_empty() {
+                        repeated
+                    } else {
+                        Box::new(BooleanQuery::new(vec![
+                            (Occur::Should, repeated),
+                            (Occur::Should, Box::new(TermSetQuery::new(blocks))),
+                        ]))
+                    };
+                    must.push((Occur::Must, either));
+                }
+                drop(filters);
+                must.extend(indexed.map(|q| (Occur::Must, q)));
+                let candidates: Box<dyn Query> = Box::new(BooleanQuery::new(must));
+                Box::new(CheckedText::new(words, candidates.into(), fl.record))
             }
             LogFilter::Term { field, value } => {
                 let (field, text) = match field {
@@ -748,7 +1031,9 @@ impl Inner {
                 range_query(field, *lower, *upper)
             }
             LogFilter::And(fs) => Box::new(BooleanQuery::new(
-                fs.iter().map(|f| (Occur::Must, self.to_query(f))).collect(),
+                fs.iter()
+                    .map(|f| (Occur::Must, self.to_query(f, p)))
+                    .collect(),
             )),
             LogFilter::Or(fs) => {
                 if fs.is_empty() {
@@ -756,13 +1041,13 @@ impl Inner {
                 }
                 Box::new(BooleanQuery::new(
                     fs.iter()
-                        .map(|f| (Occur::Should, self.to_query(f)))
+                        .map(|f| (Occur::Should, self.to_query(f, p)))
                         .collect(),
                 ))
             }
             LogFilter::Not(f) => Box::new(BooleanQuery::new(vec![
                 (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
-                (Occur::MustNot, self.to_query(f)),
+                (Occur::MustNot, self.to_query(f, p)),
             ])),
         }
     }
@@ -785,7 +1070,7 @@ impl Inner {
                 .values()
                 .filter(|p| p.start_ns < s.end_ns && s.start_ns < p.end_ns)
                 .rev()
-                .map(|p| p.reader.searcher())
+                .map(|p| (p.clone(), p.reader.searcher()))
                 .collect();
             let fresh: Vec<&StoredLog> = pending
                 .iter()
@@ -809,17 +1094,19 @@ impl Inner {
             hits.truncate(limit + 1);
             (searchers, hits)
         };
-        let query = BooleanQuery::new(vec![
-            (Occur::Must, self.to_query(&s.filter)),
-            (
-                Occur::Must,
-                range_query(
-                    self.fields.time,
-                    Bound::Included(s.start_ns),
-                    Bound::Excluded(s.end_ns),
+        let query = |p: &Partition| {
+            BooleanQuery::new(vec![
+                (Occur::Must, self.to_query(&s.filter, p)),
+                (
+                    Occur::Must,
+                    range_query(
+                        self.fields.time,
+                        Bound::Included(s.start_ns),
+                        Bound::Excluded(s.end_ns),
+                    ),
                 ),
-            ),
-        ]);
+            ])
+        };
         let collector = PageCollector {
             limit,
             cursor: s.cursor,
@@ -831,8 +1118,8 @@ impl Inner {
             .enumerate()
             .map(|(i, r)| (r.cursor(), usize::MAX, DocAddress::new(0, i as DocId)))
             .collect();
-        for (pi, searcher) in searchers.iter().enumerate() {
-            let fruit = searcher.search(&query, &collector).map_err(backend)?;
+        for (pi, (part, searcher)) in searchers.iter().enumerate() {
+            let fruit = searcher.search(&query(part), &collector).map_err(backend)?;
             page.total += fruit.total;
             for (h, f) in page.histogram.iter_mut().zip(&fruit.histogram) {
                 for (a, b) in h.iter_mut().zip(f) {
@@ -855,10 +1142,10 @@ impl Inner {
             let loader = match loaders.entry((pi, addr.segment_ord)) {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(RecordLoader::new(
-                    searchers[pi].segment_reader(addr.segment_ord),
+                    searchers[pi].1.segment_reader(addr.segment_ord),
                 )?),
             };
-            let record = loader.load(&searchers[pi], self.fields.record, addr)?;
+            let record = loader.load(&searchers[pi].1, self.fields.record, addr)?;
             page.records.push(StoredLog { id: c.id, record });
         }
         Ok(page)
@@ -884,7 +1171,7 @@ impl Inner {
                 .read()
                 .values()
                 .filter(|p| p.start_ns < q.end_ns && start < p.end_ns)
-                .map(|p| p.reader.searcher())
+                .map(|p| (p.clone(), p.reader.searcher()))
                 .collect();
             let fresh: Vec<LogRecord> = pending
                 .iter()
@@ -906,21 +1193,21 @@ impl Inner {
                 return Ok(stats);
             }
         }
-        let query = BooleanQuery::new(vec![
-            (Occur::Must, self.to_query(&q.filter)),
-            (
-                Occur::Must,
-                range_query(
-                    self.fields.time,
-                    Bound::Included(start),
-                    Bound::Excluded(q.end_ns),
-                ),
-            ),
-        ]);
-        for searcher in searchers {
+        for (part, searcher) in searchers {
             if left == 0 {
                 break;
             }
+            let query = BooleanQuery::new(vec![
+                (Occur::Must, self.to_query(&q.filter, &part)),
+                (
+                    Occur::Must,
+                    range_query(
+                        self.fields.time,
+                        Bound::Included(start),
+                        Bound::Excluded(q.end_ns),
+                    ),
+                ),
+            ]);
             stats.partitions += 1;
             if q.count_only {
                 let n = (searcher.search(&query, &Count).map_err(backend)? as usize).min(left);
@@ -1026,6 +1313,127 @@ impl RecordLoader {
             .and_then(|v| v.as_bytes())
             .ok_or_else(|| damaged("record"))?;
         codec::decode_row(row, time, shared).map_err(backend)
+    }
+}
+
+/// Body text with block words: the candidate records (those of the blocks
+/// whose filters may hold the block words, and holding the phrase's indexed
+/// words at their offsets) are each checked against their stored body.
+#[derive(Clone)]
+struct CheckedText {
+    /// Every word of the phrase, in order.
+    words: Arc<Vec<String>>,
+    /// ASCII-case-insensitive search for the longest word: a body that is
+    /// ASCII and lacks it cannot match, without tokenizing it.
+    longest: Arc<regex::bytes::Regex>,
+    candidates: Arc<dyn Query>,
+    record: Field,
+}
+
+impl CheckedText {
+    fn new(words: Vec<String>, candidates: Arc<dyn Query>, record: Field) -> CheckedText {
+        let longest = words
+            .iter()
+            .max_by_key(|w| w.len())
+            .cloned()
+            .unwrap_or_default();
+        let longest = regex::bytes::Regex::new(&format!("(?i-u){}", regex::escape(&longest)))
+            .unwrap_or_else(|_| regex::bytes::Regex::new("").expect("the empty regex"));
+        CheckedText {
+            words: Arc::new(words),
+            longest: Arc::new(longest),
+            candidates,
+            record,
+        }
+    }
+}
+
+impl std::fmt::Debug for CheckedText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedText")
+            .field("words", &self.words)
+            .field("candidates", &self.candidates)
+            .finish()
+    }
+}
+
+impl Query for CheckedText {
+    fn weight(
+        &self,
+        scoring: tantivy::query::EnableScoring<'_>,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
+        Ok(Box::new(CheckedTextWeight {
+            text: self.clone(),
+            candidates: self.candidates.weight(scoring)?,
+        }))
+    }
+}
+
+struct CheckedTextWeight {
+    text: CheckedText,
+    candidates: Box<dyn tantivy::query::Weight>,
+}
+
+impl CheckedTextWeight {
+    /// The matching documents of a segment.
+    fn matches(&self, reader: &SegmentReader) -> tantivy::Result<tantivy::BitSet> {
+        use tantivy::{DocSet, TERMINATED};
+        let t = &self.text;
+        let store = reader.get_store_reader(2)?;
+        let mut out = tantivy::BitSet::with_max_value(reader.max_doc());
+        let mut s = self.candidates.scorer(reader, 1.0)?;
+        let mut doc = s.doc();
+        while doc != TERMINATED {
+            let d: TantivyDocument = store.get(doc)?;
+            let row = d
+                .get_first(t.record)
+                .and_then(|v| v.as_bytes())
+                .ok_or_else(|| {
+                    tantivy::TantivyError::InternalError("log document without record".into())
+                })?;
+            let body = codec::decode_body(row)
+                .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))?;
+            let possible = match &body {
+                crate::model::AnyValue::String(b) if b.is_ascii() => {
+                    t.longest.is_match(b.as_bytes())
+                }
+                _ => true,
+            };
+            if possible
+                && tokenize(&body_text(&body))
+                    .windows(t.words.len())
+                    .any(|w| w == t.words.as_slice())
+            {
+                out.insert(doc);
+            }
+            doc = s.advance();
+        }
+        Ok(out)
+    }
+}
+
+impl tantivy::query::Weight for CheckedTextWeight {
+    fn scorer(
+        &self,
+        reader: &SegmentReader,
+        boost: Score,
+    ) -> tantivy::Result<Box<dyn tantivy::query::Scorer>> {
+        let docs = tantivy::query::BitSetDocSet::from(self.matches(reader)?);
+        Ok(Box::new(tantivy::query::ConstScorer::new(docs, boost)))
+    }
+
+    fn explain(
+        &self,
+        reader: &SegmentReader,
+        doc: DocId,
+    ) -> tantivy::Result<tantivy::query::Explanation> {
+        if self.matches(reader)?.contains(doc) {
+            Ok(tantivy::query::Explanation::new("CheckedText", 1.0))
+        } else {
+            Err(tantivy::TantivyError::InvalidArgument(format!(
+                "document {doc} does not match"
+            )))
+        }
     }
 }
 
@@ -1308,6 +1716,104 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LogIndex::open(dir.path(), opts()).unwrap();
         suite::log_scans(&store);
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn block_words_match_the_reference_matcher() {
+        use crate::model::AnyValue;
+        let dir = tempfile::tempdir().unwrap();
+        let hour = 3_600_000_000_000u64;
+        // Three blocks and more: unique ids, durations that repeat within
+        // or across blocks, mixed case, a structured body with a number.
+        let make = |n: u64| {
+            let mut r = suite::log(
+                hour + n,
+                ["a", "b"][(n % 2) as usize],
+                &format!(
+                    "GET /items/{} took {}ms req={:016x} Code=ABC{:05}",
+                    n * 7919 % 100_003,
+                    n % 50,
+                    n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    n % 3
+                ),
+                None,
+            );
+            if n % 1000 == 5 {
+                r.body = AnyValue::Map(vec![("order".into(), AnyValue::Int(900_000 + n as i64))]);
+            }
+            r
+        };
+        let all: Vec<crate::model::LogRecord> = (0..10_000).map(make).collect();
+        let queries = [
+            LogFilter::Text(format!(
+                "{:016x}",
+                4321u64.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            )),
+            LogFilter::Text(format!("{}", 4321 * 7919 % 100_003)),
+            LogFilter::Phrase("took 17ms".into()),
+            LogFilter::Phrase("took 17ms req".into()),
+            LogFilter::Text("abc00002".into()),
+            LogFilter::Text("ABC00001".into()),
+            LogFilter::Text("907005".into()),
+            LogFilter::Text("99999999".into()),
+            LogFilter::Not(Box::new(LogFilter::Text("abc00001".into()))),
+            LogFilter::And(vec![
+                LogFilter::Text("23ms".into()),
+                LogFilter::Term {
+                    field: LogField::Service,
+                    value: "b".into(),
+                },
+            ]),
+            LogFilter::Or(vec![
+                LogFilter::Text(format!("{:016x}", 7u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
+                LogFilter::Text("abc00000".into()),
+            ]),
+        ];
+        let check = |store: &LogIndex, upto: usize| {
+            for q in &queries {
+                let want: Vec<u64> = (0..upto)
+                    .filter(|i| crate::storage::logs::matches(q, &all[*i]))
+                    .map(|i| all[i].time_ns)
+                    .collect();
+                let mut s = LogSearch::new(q.clone(), 0, u64::MAX, MAX_PAGE);
+                let mut got = Vec::new();
+                let mut total = None;
+                loop {
+                    let page = store.search(&s).unwrap();
+                    total.get_or_insert(page.total);
+                    got.extend(page.records.iter().map(|r| r.record.time_ns));
+                    match page.next_cursor {
+                        Some(c) => s.cursor = Some(c),
+                        None => break,
+                    }
+                }
+                got.sort_unstable();
+                assert_eq!(total, Some(want.len() as u64), "{q:?}");
+                assert_eq!(got, want, "{q:?}");
+            }
+        };
+        {
+            let store = LogIndex::open(dir.path(), opts()).unwrap();
+            for (seq, chunk) in all[..7000].chunks(1000).enumerate() {
+                store.write(seq as u64 + 1, chunk.to_vec()).unwrap();
+            }
+            // From memory before the commit, then from the index.
+            check(&store, 7000);
+            store.flush().unwrap();
+            check(&store, 7000);
+            store.close().unwrap();
+        }
+        // After a restart block numbers go on; the filters are read back.
+        let store = LogIndex::open(dir.path(), opts()).unwrap();
+        check(&store, 7000);
+        for (seq, chunk) in all[7000..].chunks(1000).enumerate() {
+            store.write(seq as u64 + 8, chunk.to_vec()).unwrap();
+        }
+        store.flush().unwrap();
+        check(&store, 10_000);
+        let usage = store.space_usage().unwrap();
+        assert!(usage[&("blooms".to_string(), "body".to_string())] > 0);
         store.close().unwrap();
     }
 

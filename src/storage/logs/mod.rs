@@ -9,6 +9,7 @@
 //! tantivy; the query language that produces a [`LogFilter`] lives in
 //! `query::logs`.
 
+pub mod bloom;
 pub mod codec;
 pub mod index;
 mod matcher;
@@ -233,10 +234,28 @@ pub fn record_id(seq: u64, index: usize) -> u64 {
 /// Splits text into lower-case words as the body index does: runs of
 /// alphanumeric characters, words over [`MAX_TOKEN_BYTES`] dropped.
 pub fn tokenize(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty() && w.len() < MAX_TOKEN_BYTES)
-        .map(str::to_lowercase)
-        .collect()
+    let mut out = Vec::new();
+    for_each_word(text, |_, _, w| out.push(w));
+    out
+}
+
+/// Calls `f(from, to, lower-case word)` for each word [`tokenize`] yields,
+/// in order (`from..to` is its byte range in `text`).
+pub fn for_each_word(text: &str, mut f: impl FnMut(usize, usize, String)) {
+    let mut start: Option<usize> = None;
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
+        if c.is_alphanumeric() && i < text.len() {
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take() {
+            let w = &text[s..i];
+            if w.len() < MAX_TOKEN_BYTES {
+                f(s, i, w.to_lowercase());
+            }
+        }
+    }
 }
 
 /// The body as indexed text: strings as-is, structured bodies as JSON.
