@@ -138,59 +138,55 @@ const BODY_TOKENIZER: &str = "body_v3";
 #[derive(Clone, Default)]
 struct BodyTokenizer;
 
-struct VecTokenStream {
-    tokens: Vec<Token>,
-    /// One past the current token.
-    next: usize,
+struct BodyTokenStream<'a> {
+    words: super::Words<'a>,
+    /// Position of the next word.
+    position: usize,
+    token: Token,
 }
 
-impl TokenStream for VecTokenStream {
+impl TokenStream for BodyTokenStream<'_> {
     fn advance(&mut self) -> bool {
-        if self.next < self.tokens.len() {
-            self.next += 1;
-            true
-        } else {
-            false
+        while let Some((from, to)) = self.words.next_into(&mut self.token.text) {
+            let position = self.position;
+            self.position += 1;
+            if !bloom::is_block_word(&self.token.text) {
+                self.token.offset_from = from;
+                self.token.offset_to = to;
+                self.token.position = position;
+                self.token.position_length = 1;
+                return true;
+            }
         }
+        false
     }
 
     fn token(&self) -> &Token {
-        &self.tokens[self.next.saturating_sub(1)]
+        &self.token
     }
 
     fn token_mut(&mut self) -> &mut Token {
-        &mut self.tokens[self.next.saturating_sub(1)]
+        &mut self.token
     }
 }
 
 impl Tokenizer for BodyTokenizer {
-    type TokenStream<'a> = VecTokenStream;
+    type TokenStream<'a> = BodyTokenStream<'a>;
 
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> VecTokenStream {
-        let mut tokens = Vec::new();
-        let mut position = 0;
-        super::for_each_word(text, |from, to, word| {
-            if !bloom::is_block_word(&word) {
-                tokens.push(Token {
-                    offset_from: from,
-                    offset_to: to,
-                    position,
-                    text: word,
-                    position_length: 1,
-                });
-            }
-            position += 1;
-        });
-        // A text with no indexed word still needs a valid current token.
-        VecTokenStream { tokens, next: 0 }
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> BodyTokenStream<'a> {
+        BodyTokenStream {
+            words: super::Words::new(text),
+            position: 0,
+            token: Token::default(),
+        }
     }
 }
 
 /// The distinct block words of a body text with their filter hashes.
 fn block_words(text: &str, out: &mut Vec<(u64, String)>) {
     super::for_each_word(text, |_, _, w| {
-        if bloom::is_block_word(&w) {
-            out.push((bloom::word_hash(&w), w));
+        if bloom::is_block_word(w) {
+            out.push((bloom::word_hash(w), w.to_string()));
         }
     });
     out.sort_unstable();
@@ -980,6 +976,27 @@ impl Inner {
                 // blocks whose filter may hold it.
                 let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
                 let filters = p.filters.read();
+                if let [w] = words.as_slice() {
+                    // One word: its postings are matches as they are; only
+                    // the candidate blocks' records need a check.
+                    let exact: Box<dyn Query> = Box::new(TermQuery::new(
+                        Term::from_field_text(fl.body_repeated, w),
+                        IndexRecordOption::Basic,
+                    ));
+                    let blocks: Vec<Term> = filters
+                        .candidates(&[bloom::word_hash(w)])
+                        .into_iter()
+                        .map(|b| Term::from_field_u64(fl.block, b))
+                        .collect();
+                    let check: Option<Arc<dyn Query>> = (!blocks.is_empty())
+                        .then(|| Arc::new(TermSetQuery::new(blocks)) as Arc<dyn Query>);
+                    return Box::new(CheckedText::new(
+                        words.clone(),
+                        Some(exact.into()),
+                        check,
+                        fl.record,
+                    ));
+                }
                 for w in words.iter().filter(|w| bloom::is_block_word(w)) {
                     let repeated: Box<dyn Query> = Box::new(TermQuery::new(
                         Term::from_field_text(fl.body_repeated, w),
@@ -1003,7 +1020,12 @@ impl Inner {
                 drop(filters);
                 must.extend(indexed.map(|q| (Occur::Must, q)));
                 let candidates: Box<dyn Query> = Box::new(BooleanQuery::new(must));
-                Box::new(CheckedText::new(words, candidates.into(), fl.record))
+                Box::new(CheckedText::new(
+                    words,
+                    None,
+                    Some(candidates.into()),
+                    fl.record,
+                ))
             }
             LogFilter::Term { field, value } => {
                 let (field, text) = match field {
@@ -1316,9 +1338,10 @@ impl RecordLoader {
     }
 }
 
-/// Body text with block words: the candidate records (those of the blocks
-/// whose filters may hold the block words, and holding the phrase's indexed
-/// words at their offsets) are each checked against their stored body.
+/// Body text with block words: records known to match (`exact`) and
+/// candidate records (those of the blocks whose filter may hold the block
+/// words, with the phrase's indexed words at their offsets) each checked
+/// against their stored body.
 #[derive(Clone)]
 struct CheckedText {
     /// Every word of the phrase, in order.
@@ -1326,12 +1349,18 @@ struct CheckedText {
     /// ASCII-case-insensitive search for the longest word: a body that is
     /// ASCII and lacks it cannot match, without tokenizing it.
     longest: Arc<regex::bytes::Regex>,
-    candidates: Arc<dyn Query>,
+    exact: Option<Arc<dyn Query>>,
+    candidates: Option<Arc<dyn Query>>,
     record: Field,
 }
 
 impl CheckedText {
-    fn new(words: Vec<String>, candidates: Arc<dyn Query>, record: Field) -> CheckedText {
+    fn new(
+        words: Vec<String>,
+        exact: Option<Arc<dyn Query>>,
+        candidates: Option<Arc<dyn Query>>,
+        record: Field,
+    ) -> CheckedText {
         let longest = words
             .iter()
             .max_by_key(|w| w.len())
@@ -1342,6 +1371,7 @@ impl CheckedText {
         CheckedText {
             words: Arc::new(words),
             longest: Arc::new(longest),
+            exact,
             candidates,
             record,
         }
@@ -1352,6 +1382,7 @@ impl std::fmt::Debug for CheckedText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CheckedText")
             .field("words", &self.words)
+            .field("exact", &self.exact)
             .field("candidates", &self.candidates)
             .finish()
     }
@@ -1364,14 +1395,20 @@ impl Query for CheckedText {
     ) -> tantivy::Result<Box<dyn tantivy::query::Weight>> {
         Ok(Box::new(CheckedTextWeight {
             text: self.clone(),
-            candidates: self.candidates.weight(scoring)?,
+            exact: self.exact.as_ref().map(|q| q.weight(scoring)).transpose()?,
+            candidates: self
+                .candidates
+                .as_ref()
+                .map(|q| q.weight(scoring))
+                .transpose()?,
         }))
     }
 }
 
 struct CheckedTextWeight {
     text: CheckedText,
-    candidates: Box<dyn tantivy::query::Weight>,
+    exact: Option<Box<dyn tantivy::query::Weight>>,
+    candidates: Option<Box<dyn tantivy::query::Weight>>,
 }
 
 impl CheckedTextWeight {
@@ -1379,11 +1416,26 @@ impl CheckedTextWeight {
     fn matches(&self, reader: &SegmentReader) -> tantivy::Result<tantivy::BitSet> {
         use tantivy::{DocSet, TERMINATED};
         let t = &self.text;
-        let store = reader.get_store_reader(2)?;
         let mut out = tantivy::BitSet::with_max_value(reader.max_doc());
-        let mut s = self.candidates.scorer(reader, 1.0)?;
+        if let Some(w) = &self.exact {
+            let mut s = w.scorer(reader, 1.0)?;
+            let mut doc = s.doc();
+            while doc != TERMINATED {
+                out.insert(doc);
+                doc = s.advance();
+            }
+        }
+        let Some(candidates) = &self.candidates else {
+            return Ok(out);
+        };
+        let store = reader.get_store_reader(2)?;
+        let mut s = candidates.scorer(reader, 1.0)?;
         let mut doc = s.doc();
         while doc != TERMINATED {
+            if out.contains(doc) {
+                doc = s.advance();
+                continue;
+            }
             let d: TantivyDocument = store.get(doc)?;
             let row = d
                 .get_first(t.record)
@@ -1717,6 +1769,40 @@ mod tests {
         let store = LogIndex::open(dir.path(), opts()).unwrap();
         suite::log_scans(&store);
         store.close().unwrap();
+    }
+
+    #[test]
+    fn body_analyzer_keeps_the_positions_of_block_words() {
+        let long = "y".repeat(crate::storage::logs::MAX_TOKEN_BYTES);
+        let text = format!("GET Order ORD-123456 took 12ms {long} Ünïcode end");
+        let mut t = BodyTokenizer;
+        let mut s = t.token_stream(&text);
+        let mut got = Vec::new();
+        while s.advance() {
+            let tok = s.token();
+            got.push((
+                tok.text.clone(),
+                tok.position,
+                &text[tok.offset_from..tok.offset_to],
+            ));
+        }
+        // "123456" is a block word: skipped, its position kept; the long
+        // word is dropped as tokenize() drops it, without a position.
+        assert_eq!(
+            got,
+            vec![
+                ("get".to_string(), 0, "GET"),
+                ("order".to_string(), 1, "Order"),
+                ("ord".to_string(), 2, "ORD"),
+                ("took".to_string(), 4, "took"),
+                ("12ms".to_string(), 5, "12ms"),
+                ("ünïcode".to_string(), 6, "Ünïcode"),
+                ("end".to_string(), 7, "end"),
+            ]
+        );
+        let words = tokenize(&text);
+        assert_eq!(words.len(), 8);
+        assert_eq!(words[3], "123456");
     }
 
     #[test]

@@ -235,25 +235,51 @@ pub fn record_id(seq: u64, index: usize) -> u64 {
 /// alphanumeric characters, words over [`MAX_TOKEN_BYTES`] dropped.
 pub fn tokenize(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for_each_word(text, |_, _, w| out.push(w));
+    for_each_word(text, |_, _, w| out.push(w.to_string()));
     out
 }
 
 /// Calls `f(from, to, lower-case word)` for each word [`tokenize`] yields,
 /// in order (`from..to` is its byte range in `text`).
-pub fn for_each_word(text: &str, mut f: impl FnMut(usize, usize, String)) {
-    let mut start: Option<usize> = None;
-    for (i, c) in text
-        .char_indices()
-        .chain(std::iter::once((text.len(), ' ')))
-    {
-        if c.is_alphanumeric() && i < text.len() {
-            start.get_or_insert(i);
-        } else if let Some(s) = start.take() {
-            let w = &text[s..i];
-            if w.len() < MAX_TOKEN_BYTES {
-                f(s, i, w.to_lowercase());
+pub fn for_each_word(text: &str, mut f: impl FnMut(usize, usize, &str)) {
+    let mut words = Words::new(text);
+    let mut lower = String::new();
+    while let Some((from, to)) = words.next_into(&mut lower) {
+        f(from, to, &lower);
+    }
+}
+
+/// The words of a text one at a time, lower-cased into a reused buffer.
+pub struct Words<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> Words<'a> {
+    pub fn new(text: &'a str) -> Self {
+        Words { text, pos: 0 }
+    }
+
+    /// The byte range of the next word; its lower-case form is in `lower`.
+    pub fn next_into(&mut self, lower: &mut String) -> Option<(usize, usize)> {
+        loop {
+            let rest = &self.text[self.pos..];
+            let from = self.pos + rest.find(char::is_alphanumeric)?;
+            let to = self.text[from..]
+                .find(|c: char| !c.is_alphanumeric())
+                .map_or(self.text.len(), |e| from + e);
+            self.pos = to;
+            let w = &self.text[from..to];
+            if w.len() >= MAX_TOKEN_BYTES {
+                continue;
             }
+            lower.clear();
+            if w.is_ascii() {
+                lower.extend(w.bytes().map(|b| b.to_ascii_lowercase() as char));
+            } else {
+                lower.push_str(&w.to_lowercase());
+            }
+            return Some((from, to));
         }
     }
 }
