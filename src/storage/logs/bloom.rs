@@ -280,15 +280,30 @@ impl FilterFile {
         })
     }
 
-    /// Appends filters and syncs them to disk.
-    pub fn append(&mut self, new: Vec<BlockFilter>) -> Result<(), StorageError> {
+    /// Appends filters and syncs them to disk. On an error the file is cut
+    /// back to its last complete entry and nothing is added.
+    pub fn append(&mut self, new: &[BlockFilter]) -> Result<(), StorageError> {
         if new.is_empty() {
             return Ok(());
         }
         let mut buf = Vec::with_capacity(new.iter().map(|f| f.encoded_len()).sum());
-        for f in &new {
+        for f in new {
             f.encode(&mut buf);
         }
+        if let Err(e) = self.write(&buf) {
+            if let Some(f) = self.file.take() {
+                // Best effort: a later append must not follow a torn entry
+                // (open would drop everything after it).
+                let _ = f.set_len(self.bytes);
+            }
+            return Err(e);
+        }
+        self.bytes += buf.len() as u64;
+        self.filters.extend_from_slice(new);
+        Ok(())
+    }
+
+    fn write(&mut self, buf: &[u8]) -> Result<(), StorageError> {
         if self.file.is_none() {
             let created = !self.path.exists();
             let f = OpenOptions::new()
@@ -303,11 +318,9 @@ impl FilterFile {
             self.file = Some(f);
         }
         if let Some(f) = self.file.as_mut() {
-            f.write_all(&buf)?;
+            f.write_all(buf)?;
             f.sync_data()?;
         }
-        self.bytes += buf.len() as u64;
-        self.filters.extend(new);
         Ok(())
     }
 
@@ -409,6 +422,25 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_append_adds_nothing_and_can_be_retried() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = BlockBuilder::default();
+        b.add(&[word_hash("abc12345")]);
+        let f = b.finish().unwrap().filter;
+        let mut file = FilterFile::open(dir.path()).unwrap();
+        // The file's path is taken by a directory: the append fails.
+        std::fs::create_dir(dir.path().join(FILE)).unwrap();
+        assert!(file.append(std::slice::from_ref(&f)).is_err());
+        assert!(file.is_empty());
+        assert_eq!(file.bytes(), 0);
+        std::fs::remove_dir(dir.path().join(FILE)).unwrap();
+        file.append(std::slice::from_ref(&f)).unwrap();
+        assert_eq!(file.candidates(&[word_hash("abc12345")]), vec![0]);
+        drop(file);
+        assert_eq!(FilterFile::open(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
     fn file_round_trip_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = BlockBuilder::starting_at(5);
@@ -419,8 +451,8 @@ mod tests {
         let mut file = FilterFile::open(dir.path()).unwrap();
         assert!(file.is_empty());
         assert_eq!(file.next_block(), 0);
-        file.append(vec![f1.clone()]).unwrap();
-        file.append(vec![f2.clone()]).unwrap();
+        file.append(std::slice::from_ref(&f1)).unwrap();
+        file.append(std::slice::from_ref(&f2)).unwrap();
         let bytes = file.bytes();
         assert_eq!(
             bytes,
@@ -446,7 +478,7 @@ mod tests {
         let mut file = FilterFile::open(dir.path()).unwrap();
         assert_eq!(file.filters, vec![f1.clone()]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), file.bytes());
-        file.append(vec![f2.clone()]).unwrap();
+        file.append(std::slice::from_ref(&f2)).unwrap();
         drop(file);
         assert_eq!(FilterFile::open(dir.path()).unwrap().filters, vec![f1, f2]);
         // Garbage is not a panic.

@@ -457,7 +457,12 @@ impl Partition {
             blocks.finish(w, &self.fields)?;
             std::mem::take(&mut blocks.done)
         };
-        self.filters.write().append(finished)?;
+        if let Err(e) = self.filters.write().append(&finished) {
+            // Their documents are in the writer: the filters must reach the
+            // file before any commit does.
+            self.blocks.lock().done.splice(0..0, finished);
+            return Err(e);
+        }
         let mut prepared = w.prepare_commit().map_err(backend)?;
         prepared.set_payload(&payload.to_string());
         prepared.commit().map_err(backend)?;
@@ -582,9 +587,10 @@ impl LogIndex {
     }
 
     /// Committed bytes by index component (`store`, `postings`, `positions`,
-    /// `termdict`, `fast_fields`, `fieldnorms`, `deletes`) and field (empty
-    /// for the document store and deletes), summed over every partition
-    /// and segment; for benchmarks and diagnostics.
+    /// `termdict`, `fast_fields`, `fieldnorms`, `deletes`, and `blooms` for
+    /// the block filter files) and field (empty for the document store and
+    /// deletes), summed over every partition and segment; for benchmarks and
+    /// diagnostics.
     pub fn space_usage(&self) -> Result<BTreeMap<(String, String), u64>, StorageError> {
         let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
         let parts: Vec<Arc<Partition>> = self.inner.parts.read().values().cloned().collect();
@@ -643,17 +649,26 @@ impl Inner {
     /// closes every writer. Writes wait while the partitions commit.
     fn commit_round(&self, close: bool) -> Result<(), StorageError> {
         let _round = self.commit_lock.lock();
-        let state = self.write.lock();
+        let mut state = self.write.lock();
         let (target, failed) = (state.last_written, state.failed);
         let parts: Vec<Arc<Partition>> = self.parts.read().values().cloned().collect();
         for p in &parts {
-            if close {
-                p.close_writer(target)?;
+            let committed = if close {
+                p.close_writer(target)
             } else if p.dirty.load(Ordering::SeqCst) {
                 p.idle_ticks.store(0, Ordering::Relaxed);
-                p.commit(target)?;
+                p.commit(target)
             } else if p.has_writer() && p.idle_ticks.fetch_add(1, Ordering::Relaxed) >= IDLE_TICKS {
-                p.close_writer(target)?;
+                p.close_writer(target)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = committed {
+                // Documents handed to a writer in this round may be lost:
+                // durability stops here (the WAL keeps them for a restart).
+                let next = self.durable.load(Ordering::SeqCst) + 1;
+                state.failed = Some(state.failed.map_or(next, |f| f.min(next)));
+                return Err(e);
             }
         }
         {
