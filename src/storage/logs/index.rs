@@ -989,46 +989,40 @@ impl Inner {
                 }
                 // Per block word: where it repeats in its block, or the
                 // blocks whose filter may hold it.
-                let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
                 let filters = p.filters.read();
+                let places = |w: &str| -> (Box<dyn Query>, Option<Box<dyn Query>>) {
+                    let repeated = Box::new(TermQuery::new(
+                        Term::from_field_text(fl.body_repeated, w),
+                        IndexRecordOption::Basic,
+                    ));
+                    let blocks: Vec<Term> = filters
+                        .candidates(&[bloom::word_hash(w)])
+                        .into_iter()
+                        .map(|b| Term::from_field_u64(fl.block, b))
+                        .collect();
+                    let blocks = (!blocks.is_empty())
+                        .then(|| Box::new(TermSetQuery::new(blocks)) as Box<dyn Query>);
+                    (repeated, blocks)
+                };
                 if let [w] = words.as_slice() {
                     // One word: its postings are matches as they are; only
                     // the candidate blocks' records need a check.
-                    let exact: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_field_text(fl.body_repeated, w),
-                        IndexRecordOption::Basic,
-                    ));
-                    let blocks: Vec<Term> = filters
-                        .candidates(&[bloom::word_hash(w)])
-                        .into_iter()
-                        .map(|b| Term::from_field_u64(fl.block, b))
-                        .collect();
-                    let check: Option<Arc<dyn Query>> = (!blocks.is_empty())
-                        .then(|| Arc::new(TermSetQuery::new(blocks)) as Arc<dyn Query>);
+                    let (exact, blocks) = places(w);
                     return Box::new(CheckedText::new(
                         words.clone(),
                         Some(exact.into()),
-                        check,
+                        blocks.map(Arc::from),
                         fl.record,
                     ));
                 }
+                let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
                 for w in words.iter().filter(|w| bloom::is_block_word(w)) {
-                    let repeated: Box<dyn Query> = Box::new(TermQuery::new(
-                        Term::from_field_text(fl.body_repeated, w),
-                        IndexRecordOption::Basic,
-                    ));
-                    let blocks: Vec<Term> = filters
-                        .candidates(&[bloom::word_hash(w)])
-                        .into_iter()
-                        .map(|b| Term::from_field_u64(fl.block, b))
-                        .collect();
-                    let either: Box<dyn Query> = if blocks.is_empty() {
-                        repeated
-                    } else {
-                        Box::new(BooleanQuery::new(vec![
+                    let either: Box<dyn Query> = match places(w) {
+                        (repeated, None) => repeated,
+                        (repeated, Some(blocks)) => Box::new(BooleanQuery::new(vec![
                             (Occur::Should, repeated),
-                            (Occur::Should, Box::new(TermSetQuery::new(blocks))),
-                        ]))
+                            (Occur::Should, blocks),
+                        ])),
                     };
                     must.push((Occur::Must, either));
                 }
