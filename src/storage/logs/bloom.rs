@@ -169,10 +169,10 @@ impl BlockBuilder {
     }
 
     /// Adds one record's block-word hashes (each distinct hash once).
-    pub fn add(&mut self, hashes: &[u64]) {
+    pub fn add(&mut self, hashes: impl IntoIterator<Item = u64>) {
         self.records += 1;
         for h in hashes {
-            *self.counts.entry(*h).or_default() += 1;
+            *self.counts.entry(h).or_default() += 1;
         }
     }
 
@@ -372,7 +372,7 @@ mod tests {
         let mut b = BlockBuilder::starting_at(7);
         let words: Vec<String> = (0..3000).map(|i| format!("id{i:06}")).collect();
         for w in &words {
-            b.add(&[word_hash(w), word_hash("common12345")]);
+            b.add([word_hash(w), word_hash("common12345")]);
         }
         assert!(!b.is_full());
         let done = b.finish().unwrap();
@@ -397,7 +397,7 @@ mod tests {
         let mut b = BlockBuilder::default();
         for i in 0..BLOCK_RECORDS {
             assert!(!b.is_full());
-            b.add(&[word_hash(&format!("{i:08}"))]);
+            b.add([word_hash(&format!("{i:08}"))]);
         }
         assert!(b.is_full());
         let done = b.finish().unwrap();
@@ -407,16 +407,16 @@ mod tests {
         assert!(b.finish().is_none());
         // A word of a recent block is repeated even when single here; one
         // last seen RECENT_BLOCKS blocks ago is not.
-        b.add(&[word_hash("00000007"), word_hash("fresh12345")]);
+        b.add([word_hash("00000007"), word_hash("fresh12345")]);
         let done = b.finish().unwrap();
         assert!(done.repeated.contains(&word_hash("00000007")));
         assert!(!done.repeated.contains(&word_hash("fresh12345")));
         assert!(done.filter.may_contain(word_hash("fresh12345")));
         for _ in 0..RECENT_BLOCKS {
-            b.add(&[word_hash("other12345")]);
+            b.add([word_hash("other12345")]);
             b.finish().unwrap();
         }
-        b.add(&[word_hash("fresh12345")]);
+        b.add([word_hash("fresh12345")]);
         let done = b.finish().unwrap();
         assert!(done.repeated.is_empty(), "{:?}", done.repeated);
     }
@@ -425,7 +425,7 @@ mod tests {
     fn a_failed_append_adds_nothing_and_can_be_retried() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = BlockBuilder::default();
-        b.add(&[word_hash("abc12345")]);
+        b.add([word_hash("abc12345")]);
         let f = b.finish().unwrap().filter;
         let mut file = FilterFile::open(dir.path()).unwrap();
         // The file's path is taken by a directory: the append fails.
@@ -444,9 +444,9 @@ mod tests {
     fn file_round_trip_and_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = BlockBuilder::starting_at(5);
-        b.add(&[word_hash("abc123"), word_hash("zz9999")]);
+        b.add([word_hash("abc123"), word_hash("zz9999")]);
         let f1 = b.finish().unwrap().filter;
-        b.add(&[word_hash("qq12345")]);
+        b.add([word_hash("qq12345")]);
         let f2 = b.finish().unwrap().filter;
         let mut file = FilterFile::open(dir.path()).unwrap();
         assert!(file.is_empty());

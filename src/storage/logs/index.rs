@@ -184,7 +184,7 @@ impl Tokenizer for BodyTokenizer {
 
 /// The distinct block words of a body text with their filter hashes.
 fn block_words(text: &str, out: &mut Vec<(u64, String)>) {
-    super::for_each_word(text, |_, _, w| {
+    super::for_each_word(text, |w| {
         if bloom::is_block_word(w) {
             out.push((bloom::word_hash(w), w.to_string()));
         }
@@ -258,8 +258,7 @@ impl Blocks {
         doc: TantivyDocument,
         words: Vec<(u64, String)>,
     ) -> Result<(), StorageError> {
-        let hashes: Vec<u64> = words.iter().map(|(h, _)| *h).collect();
-        self.builder.add(&hashes);
+        self.builder.add(words.iter().map(|(h, _)| *h));
         self.staged.push(StagedDoc { id, doc, words });
         if self.builder.is_full() {
             self.finish(w, fields)?;
@@ -1356,8 +1355,9 @@ struct CheckedText {
     /// Every word of the phrase, in order.
     words: Arc<Vec<String>>,
     /// ASCII-case-insensitive search for the longest word: a body that is
-    /// ASCII and lacks it cannot match, without tokenizing it.
-    longest: Arc<regex::bytes::Regex>,
+    /// ASCII and lacks it cannot match, without tokenizing it (`None`: no
+    /// such search, every candidate is tokenized).
+    longest: Option<Arc<regex::bytes::Regex>>,
     exact: Option<Arc<dyn Query>>,
     candidates: Option<Arc<dyn Query>>,
     record: Field,
@@ -1373,13 +1373,11 @@ impl CheckedText {
         let longest = words
             .iter()
             .max_by_key(|w| w.len())
-            .cloned()
-            .unwrap_or_default();
-        let longest = regex::bytes::Regex::new(&format!("(?i-u){}", regex::escape(&longest)))
-            .unwrap_or_else(|_| regex::bytes::Regex::new("").expect("the empty regex"));
+            .and_then(|w| regex::bytes::Regex::new(&format!("(?i-u){}", regex::escape(w))).ok())
+            .map(Arc::new);
         CheckedText {
             words: Arc::new(words),
-            longest: Arc::new(longest),
+            longest,
             exact,
             candidates,
             record,
@@ -1456,15 +1454,11 @@ impl CheckedTextWeight {
                 .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))?;
             let possible = match &body {
                 crate::model::AnyValue::String(b) if b.is_ascii() => {
-                    t.longest.is_match(b.as_bytes())
+                    t.longest.as_ref().is_none_or(|l| l.is_match(b.as_bytes()))
                 }
                 _ => true,
             };
-            if possible
-                && tokenize(&body_text(&body))
-                    .windows(t.words.len())
-                    .any(|w| w == t.words.as_slice())
-            {
+            if possible && super::matcher::holds_phrase(&tokenize(&body_text(&body)), &t.words) {
                 out.insert(doc);
             }
             doc = s.advance();

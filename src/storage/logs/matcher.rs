@@ -25,7 +25,7 @@ fn eval(f: &LogFilter, r: &LogRecord, body: &mut Option<Vec<String>>) -> bool {
                 return false;
             }
             let tokens = body.get_or_insert_with(|| tokenize(&body_text(&r.body)));
-            tokens.windows(words.len()).any(|w| w == words.as_slice())
+            holds_phrase(tokens, &words)
         }
         LogFilter::Term { field, value } => match field {
             LogField::Severity => severity_keywords(r).contains(&value.to_lowercase()),
@@ -54,6 +54,12 @@ fn eval(f: &LogFilter, r: &LogRecord, body: &mut Option<Vec<String>>) -> bool {
         LogFilter::Or(fs) => fs.iter().any(|f| eval(f, r, body)),
         LogFilter::Not(f) => !eval(f, r, body),
     }
+}
+
+/// Whether the body words hold `words` adjacent and in order (the rule of
+/// text and phrase filters; `words` is not empty).
+pub(crate) fn holds_phrase(body: &[String], words: &[String]) -> bool {
+    body.windows(words.len()).any(|w| w == words)
 }
 
 pub(crate) fn in_bounds(v: u64, lower: &Bound<u64>, upper: &Bound<u64>) -> bool {

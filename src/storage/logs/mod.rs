@@ -235,17 +235,16 @@ pub fn record_id(seq: u64, index: usize) -> u64 {
 /// alphanumeric characters, words over [`MAX_TOKEN_BYTES`] dropped.
 pub fn tokenize(text: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for_each_word(text, |_, _, w| out.push(w.to_string()));
+    for_each_word(text, |w| out.push(w.to_string()));
     out
 }
 
-/// Calls `f(from, to, lower-case word)` for each word [`tokenize`] yields,
-/// in order (`from..to` is its byte range in `text`).
-pub fn for_each_word(text: &str, mut f: impl FnMut(usize, usize, &str)) {
+/// Calls `f(lower-case word)` for each word [`tokenize`] yields, in order.
+pub fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
     let mut words = Words::new(text);
     let mut lower = String::new();
-    while let Some((from, to)) = words.next_into(&mut lower) {
-        f(from, to, &lower);
+    while words.next_into(&mut lower).is_some() {
+        f(&lower);
     }
 }
 
