@@ -351,34 +351,32 @@ impl Partition {
                 .open_or_create(mmap)
                 .map_err(backend)?
         };
-        let body_tokenizer = match index.schema().get_field_entry(fields.body).field_type() {
-            tantivy::schema::FieldType::Str(o) => {
-                o.get_indexing_options().map(|i| i.tokenizer().to_string())
-            }
-            _ => None,
-        };
-        let legacy = match body_tokenizer.as_deref() {
-            Some(BODY_TOKENIZER) => false,
-            Some("default") => true,
-            _ => {
-                return Err(StorageError::Backend(format!(
-                    "log index: {} has an unknown schema",
-                    dir.display()
-                )))
-            }
-        };
         // The same fields in the same order; indexes made before block
-        // filters lack the last two.
+        // filters (default analyzer) lack the last two. Checked by name
+        // before the body's entry is looked up by its number.
         let names = |s: &Schema| {
             s.fields()
                 .map(|(_, e)| e.name().to_string())
                 .collect::<Vec<_>>()
         };
         let (have, want) = (names(&index.schema()), names(&schema));
-        let known = if legacy {
-            have.as_slice() == &want[..want.len() - 2]
+        let body_tokenizer = if (want.len() - 2..=want.len()).contains(&have.len())
+            && have[..] == want[..have.len()]
+        {
+            match index.schema().get_field_entry(fields.body).field_type() {
+                tantivy::schema::FieldType::Str(o) => {
+                    o.get_indexing_options().map(|i| i.tokenizer().to_string())
+                }
+                _ => None,
+            }
         } else {
-            have == want
+            None
+        };
+        let legacy = body_tokenizer.as_deref() == Some("default");
+        let known = match body_tokenizer.as_deref() {
+            Some(BODY_TOKENIZER) => have == want,
+            Some("default") => have.len() + 2 == want.len(),
+            _ => false,
         };
         if !known {
             return Err(StorageError::Backend(format!(
@@ -1772,6 +1770,29 @@ mod tests {
         let store = LogIndex::open(dir.path(), opts()).unwrap();
         suite::log_scans(&store);
         store.close().unwrap();
+    }
+
+    #[test]
+    fn a_partition_with_another_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join(Partition::dir_name(0, 3_600_000_000_000));
+        std::fs::create_dir_all(&part).unwrap();
+        let mut b = Schema::builder();
+        b.add_text_field("something", tantivy::schema::TEXT);
+        Index::create_in_dir(&part, b.build()).unwrap();
+        let err = LogIndex::open(dir.path(), opts()).err().expect("refused");
+        assert!(err.to_string().contains("unknown schema"), "{err}");
+        // Every field of ours and one more: refused too.
+        std::fs::remove_dir_all(&part).unwrap();
+        std::fs::create_dir_all(&part).unwrap();
+        let mut b = Schema::builder();
+        for (_, e) in schema().0.fields() {
+            b.add_field(e.clone());
+        }
+        b.add_text_field("extra", tantivy::schema::TEXT);
+        Index::create_in_dir(&part, b.build()).unwrap();
+        let err = LogIndex::open(dir.path(), opts()).err().expect("refused");
+        assert!(err.to_string().contains("unknown schema"), "{err}");
     }
 
     #[test]
