@@ -16,19 +16,17 @@
 //! blocks whose filter may hold the word, and checks each against its
 //! stored body, so answers stay exact.
 //!
-//! File format (`blooms` in a partition directory), append only: entries of
-//! `u32 len | payload | u32 crc32(payload)`, the payload being
-//! `u64 block | u8 probes | u64 words…` (little endian). A torn tail
-//! (crash while appending) fails its length or checksum; it and everything
-//! after it are dropped on open. Entries are appended and synced before the
+//! File format (`blooms` in a partition directory): an append-only entry
+//! file ([`super::framed`]), one filter per entry, the payload being
+//! `u64 block | u8 probes | u64 words…` (little endian); a torn tail is
+//! dropped on open. Entries are appended and synced before the
 //! index commit that makes their records searchable, so every committed
 //! record is covered; an entry whose records were never committed only adds
 //! candidates.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::framed::{frame, FramedFile};
 use crate::storage::StorageError;
 
 /// File name of a partition's filters.
@@ -100,16 +98,13 @@ impl BlockFilter {
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
-        let len = 9 + self.words.len() * 8;
-        out.extend_from_slice(&(len as u32).to_le_bytes());
-        let start = out.len();
-        out.extend_from_slice(&self.block.to_le_bytes());
-        out.push(self.k);
+        let mut payload = Vec::with_capacity(9 + self.words.len() * 8);
+        payload.extend_from_slice(&self.block.to_le_bytes());
+        payload.push(self.k);
         for w in &self.words {
-            out.extend_from_slice(&w.to_le_bytes());
+            payload.extend_from_slice(&w.to_le_bytes());
         }
-        let crc = crc32fast::hash(&out[start..]);
-        out.extend_from_slice(&crc.to_le_bytes());
+        frame(&payload, out);
     }
 
     fn decode(payload: &[u8]) -> Option<BlockFilter> {
@@ -224,103 +219,29 @@ impl BlockBuilder {
 /// appended since.
 #[derive(Debug)]
 pub struct FilterFile {
-    path: PathBuf,
-    file: Option<File>,
+    file: FramedFile,
     filters: Vec<BlockFilter>,
-    bytes: u64,
 }
 
 impl FilterFile {
     /// Reads the filters of a partition directory, dropping a torn tail.
     pub fn open(dir: &Path) -> Result<FilterFile, StorageError> {
-        let path = dir.join(FILE);
-        let mut data = Vec::new();
-        match File::open(&path) {
-            Ok(mut f) => {
-                f.read_to_end(&mut data)?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
-        }
         let mut filters = Vec::new();
-        let mut pos = 0;
-        while let Some(head) = data.get(pos..pos + 4) {
-            let len = u32::from_le_bytes(head.try_into().unwrap_or([0; 4])) as usize;
-            if len > MAX_PAYLOAD {
-                break;
-            }
-            let Some(entry) = data.get(pos + 4..pos + 8 + len) else {
-                break;
-            };
-            let (payload, crc) = entry.split_at(len);
-            if crc32fast::hash(payload).to_le_bytes() != crc {
-                break;
-            }
-            let Some(filter) = BlockFilter::decode(payload) else {
-                break;
-            };
-            filters.push(filter);
-            pos += 8 + len;
-        }
-        if pos < data.len() {
-            tracing::warn!(
-                file = %path.display(),
-                dropped = data.len() - pos,
-                "dropping the torn tail of a log block filter file"
-            );
-            let f = OpenOptions::new().write(true).open(&path)?;
-            f.set_len(pos as u64)?;
-            f.sync_all()?;
-        }
-        Ok(FilterFile {
-            path,
-            file: None,
-            filters,
-            bytes: pos as u64,
-        })
+        let file = FramedFile::open(dir.join(FILE), MAX_PAYLOAD, "block filter", |p| {
+            BlockFilter::decode(p).map(|f| filters.push(f)).is_some()
+        })?;
+        Ok(FilterFile { file, filters })
     }
 
     /// Appends filters and syncs them to disk. On an error the file is cut
     /// back to its last complete entry and nothing is added.
     pub fn append(&mut self, new: &[BlockFilter]) -> Result<(), StorageError> {
-        if new.is_empty() {
-            return Ok(());
-        }
         let mut buf = Vec::with_capacity(new.iter().map(|f| f.encoded_len()).sum());
         for f in new {
             f.encode(&mut buf);
         }
-        if let Err(e) = self.write(&buf) {
-            if let Some(f) = self.file.take() {
-                // Best effort: a later append must not follow a torn entry
-                // (open would drop everything after it).
-                let _ = f.set_len(self.bytes);
-            }
-            return Err(e);
-        }
-        self.bytes += buf.len() as u64;
+        self.file.append(&buf)?;
         self.filters.extend_from_slice(new);
-        Ok(())
-    }
-
-    fn write(&mut self, buf: &[u8]) -> Result<(), StorageError> {
-        if self.file.is_none() {
-            let created = !self.path.exists();
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
-            if created {
-                if let Some(dir) = self.path.parent() {
-                    File::open(dir)?.sync_all()?;
-                }
-            }
-            self.file = Some(f);
-        }
-        if let Some(f) = self.file.as_mut() {
-            f.write_all(buf)?;
-            f.sync_data()?;
-        }
         Ok(())
     }
 
@@ -340,7 +261,7 @@ impl FilterFile {
 
     /// Bytes of the file.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.file.bytes()
     }
 
     /// Number of filters.

@@ -220,15 +220,8 @@ impl<'a> Decoder<'a> {
     }
 
     fn varint(&mut self) -> Result<u64, CodecError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            v |= ((b & 0x7f) as u64) << shift;
-            if b < 0x80 {
-                return Ok(v);
-            }
-        }
-        Err(CodecError("varint too long"))
+        crate::storage::varint::read_varint(self.buf, &mut self.pos)
+            .ok_or(CodecError("damaged varint"))
     }
 
     fn bytes(&mut self) -> Result<&'a [u8], CodecError> {

@@ -8,7 +8,9 @@
 //! ranges run on the fast column, which tantivy prefers over an inverted
 //! index); `severity`, `service`, `trace_id`, `span_id`, `attributes` and
 //! `resource` are untokenized keyword fields (`path=value` pairs for
-//! attributes, see [`super::keywords`]); `body` is full text with positions.
+//! attributes, see [`super::keywords`]); `body` is full text with positions
+//! (for a body with a template, [`super::template`], only its variable
+//! words, the rest being found through the indexed `template` number).
 //! The record itself is rebuilt from three places, each piece kept once:
 //! its time from the `time` column, the part its OTLP block shares
 //! (severity, resource, scope; [`super::codec::encode_shared`]) from the
@@ -56,6 +58,7 @@ use tantivy::{
 };
 
 use super::bloom::{self, BlockBuilder, BlockFilter, FilterFile};
+use super::template::{self, Templates};
 use super::{
     attribute_keywords, body_text, codec, record_id, resource_keywords, severity_class,
     severity_keywords, tokenize, Buckets, LogChunk, LogCursor, LogField, LogFilter, LogPage,
@@ -128,6 +131,8 @@ struct Fields {
     body_repeated: Field,
     /// The record's block number ([`super::bloom`]), indexed.
     block: Field,
+    /// The number of the body's template ([`super::template`]), indexed.
+    template: Field,
 }
 
 /// The body analyzer: [`super::tokenize`]'s words, except block words
@@ -223,12 +228,21 @@ fn schema() -> (Schema, Fields) {
         record: b.add_bytes_field("record", STORED),
         body_repeated: b.add_text_field("body_repeated", keyword.clone()),
         block: b.add_u64_field("block", NumericOptions::default().set_indexed()),
+        template: b.add_u64_field("template", NumericOptions::default().set_indexed()),
     };
     (b.build(), fields)
 }
 
-/// A record's document and its distinct block words with their hashes.
-type NewDoc = (TantivyDocument, Vec<(u64, String)>);
+/// A record's document, before its body text is added.
+struct NewDoc {
+    doc: TantivyDocument,
+    /// Distinct block words of the body with their filter hashes.
+    words: Vec<(u64, String)>,
+    /// The body text to index word by word, for a body without a shape.
+    text: Option<String>,
+    /// The shape of a string body: its template and variable words.
+    shape: Option<template::Shape>,
+}
 
 /// A document held until its block ends (then its block words are known
 /// to be single or repeated within the block).
@@ -302,6 +316,12 @@ struct Partition {
     /// Written with the default analyzer (every word in the postings, no
     /// block filters): indexes made before block filters.
     legacy: bool,
+    /// Has the `template` field: string bodies are indexed by template
+    /// (indexes made before templates lack it).
+    templated: bool,
+    /// Body templates, numbered at ingest; the file holds every template
+    /// a committed record uses.
+    templates: RwLock<Templates>,
     /// Block filters of the committed records (and of records being
     /// committed).
     filters: RwLock<FilterFile>,
@@ -351,16 +371,17 @@ impl Partition {
                 .open_or_create(mmap)
                 .map_err(backend)?
         };
-        // The same fields in the same order; indexes made before block
-        // filters (default analyzer) lack the last two. Checked by name
-        // before the body's entry is looked up by its number.
+        // The same fields in the same order; indexes made before templates
+        // lack the last field, those made before block filters (default
+        // analyzer) the last three. Checked by name before the body's entry
+        // is looked up by its number.
         let names = |s: &Schema| {
             s.fields()
                 .map(|(_, e)| e.name().to_string())
                 .collect::<Vec<_>>()
         };
         let (have, want) = (names(&index.schema()), names(&schema));
-        let body_tokenizer = if (want.len() - 2..=want.len()).contains(&have.len())
+        let body_tokenizer = if (want.len() - 3..=want.len()).contains(&have.len())
             && have[..] == want[..have.len()]
         {
             match index.schema().get_field_entry(fields.body).field_type() {
@@ -374,10 +395,11 @@ impl Partition {
         };
         let legacy = body_tokenizer.as_deref() == Some("default");
         let known = match body_tokenizer.as_deref() {
-            Some(BODY_TOKENIZER) => have == want,
-            Some("default") => have.len() + 2 == want.len(),
+            Some(BODY_TOKENIZER) => have.len() + 1 >= want.len(),
+            Some("default") => have.len() + 3 == want.len(),
             _ => false,
         };
+        let templated = have == want;
         if !known {
             return Err(StorageError::Backend(format!(
                 "log index: {} has an unknown schema",
@@ -388,6 +410,7 @@ impl Partition {
             .tokenizers()
             .register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer));
         let filters = FilterFile::open(dir)?;
+        let templates = Templates::open(dir)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -402,6 +425,8 @@ impl Partition {
             writer: RwLock::new(None),
             fields,
             legacy,
+            templated,
+            templates: RwLock::new(templates),
             blocks: Mutex::new(Blocks {
                 builder: BlockBuilder::starting_at(filters.next_block()),
                 staged: Vec::new(),
@@ -454,9 +479,15 @@ impl Partition {
             blocks.finish(w, &self.fields)?;
             std::mem::take(&mut blocks.done)
         };
-        if let Err(e) = self.filters.write().append(&finished) {
-            // Their documents are in the writer: the filters must reach the
-            // file before any commit does.
+        let written = self
+            .templates
+            .write()
+            .persist()
+            .and_then(|()| self.filters.write().append(&finished));
+        if let Err(e) = written {
+            // Their documents are in the writer: the filters (and the
+            // templates, kept unwritten) must reach the files before any
+            // commit does.
             self.blocks.lock().done.splice(0..0, finished);
             return Err(e);
         }
@@ -613,6 +644,8 @@ impl LogIndex {
                     seg.deletes().get_bytes();
             }
             *out.entry(("blooms".into(), "body".into())).or_default() += p.filters.read().bytes();
+            *out.entry(("templates".into(), "body".into())).or_default() +=
+                p.templates.read().bytes();
         }
         Ok(out)
     }
@@ -793,17 +826,21 @@ impl Inner {
             d.add_text(f.span_id, s.to_hex());
         }
         let mut words = Vec::new();
+        let (mut text, mut shape) = (None, None);
         match &r.body {
             crate::model::AnyValue::String(s) if !s.is_empty() => {
                 block_words(s, &mut words);
-                d.add_text(f.body, s)
+                shape = template::shape(s);
+                if shape.is_none() {
+                    text = Some(s.clone());
+                }
             }
             crate::model::AnyValue::String(_) => {}
             other => {
                 let body = body_text(other);
                 if !body.is_empty() {
                     block_words(&body, &mut words);
-                    d.add_text(f.body, body);
+                    text = Some(body);
                 }
             }
         }
@@ -819,7 +856,56 @@ impl Inner {
         buf.clear();
         codec::encode_row(r, buf);
         d.add_bytes(f.record, buf.as_slice());
-        (d, words)
+        NewDoc {
+            doc: d,
+            words,
+            text,
+            shape,
+        }
+    }
+
+    /// Adds the body text of record `r` to its document: by template in a
+    /// partition with templates (while it has room), else word by word.
+    fn add_body(&self, p: &Partition, r: &LogRecord, new: &mut NewDoc) {
+        let body = self.fields.body;
+        if let Some(text) = new.text.take() {
+            new.doc.add_text(body, text);
+            return;
+        }
+        let Some(shape) = new.shape.take() else {
+            return;
+        };
+        let number = if p.templated {
+            p.templates.write().number(&shape.key)
+        } else {
+            None
+        };
+        match number {
+            Some(n) => {
+                new.doc.add_u64(self.fields.template, n as u64);
+                let tokens = shape
+                    .vars
+                    .into_iter()
+                    .map(|(position, text)| Token {
+                        position,
+                        text,
+                        ..Default::default()
+                    })
+                    .collect();
+                new.doc.add_pre_tokenized_text(
+                    body,
+                    tantivy::tokenizer::PreTokenizedString {
+                        text: String::new(),
+                        tokens,
+                    },
+                );
+            }
+            None => {
+                if let crate::model::AnyValue::String(s) = &r.body {
+                    new.doc.add_text(body, s.as_str());
+                }
+            }
+        }
     }
 
     fn write(&self, seq: u64, records: Vec<LogRecord>) -> Result<(), StorageError> {
@@ -931,15 +1017,21 @@ impl Inner {
                         .forget(record_id(seq, 0), record_id(seq + 1, 0));
                     replaced.push(p.start_ns);
                 }
-                if let Some((d, words)) = doc.take() {
+                if let Some(mut new) = doc.take() {
                     // Under the writer's read lock: the commit (write lock)
-                    // ends the block and sees its documents and filter.
+                    // ends the block and sees its documents, filter and
+                    // templates.
+                    self.add_body(&p, r, &mut new);
                     if p.legacy {
-                        w.add_document(d).map_err(backend)?;
+                        w.add_document(new.doc).map_err(backend)?;
                     } else {
-                        p.blocks
-                            .lock()
-                            .add(w, &self.fields, record_id(seq, i), d, words)?;
+                        p.blocks.lock().add(
+                            w,
+                            &self.fields,
+                            record_id(seq, i),
+                            new.doc,
+                            new.words,
+                        )?;
                     }
                 }
                 p.dirty.store(true, Ordering::SeqCst);
@@ -965,73 +1057,50 @@ impl Inner {
                 if words.is_empty() {
                     return Box::new(EmptyQuery);
                 }
-                let has_block_words = !p.legacy && words.iter().any(|w| bloom::is_block_word(w));
-                // The indexed words at their offsets in the phrase.
-                let terms: Vec<(usize, Term)> = words
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| p.legacy || !bloom::is_block_word(w))
-                    .map(|(i, w)| (i, Term::from_field_text(fl.body, w)))
-                    .collect();
-                let indexed: Option<Box<dyn Query>> = match terms.len() {
-                    0 => None,
-                    1 => Some(Box::new(TermQuery::new(
-                        terms[0].1.clone(),
-                        IndexRecordOption::Basic,
-                    ))),
-                    _ => Some(Box::new(PhraseQuery::new_with_offset(terms))),
-                };
-                if !has_block_words {
-                    return indexed.unwrap_or_else(|| Box::new(EmptyQuery));
+                let by_words = self.words_query(&words, p);
+                // Words with digits only: every record has them in its
+                // postings or block filters, so `by_words` finds them all.
+                if !p.templated || words.iter().all(|w| template::is_variable(w)) {
+                    return by_words;
                 }
-                // Per block word: where it repeats in its block, or the
-                // blocks whose filter may hold it.
-                let filters = p.filters.read();
-                let places = |w: &str| -> (Box<dyn Query>, Option<Box<dyn Query>>) {
-                    let repeated = Box::new(TermQuery::new(
-                        Term::from_field_text(fl.body_repeated, w),
-                        IndexRecordOption::Basic,
-                    ));
-                    let blocks: Vec<Term> = filters
-                        .candidates(&[bloom::word_hash(w)])
+                let numbers = p.templates.read().matching(&words);
+                if numbers.is_empty() {
+                    return by_words;
+                }
+                let in_templates: Box<dyn Query> = Box::new(TermSetQuery::new(
+                    numbers
                         .into_iter()
-                        .map(|b| Term::from_field_u64(fl.block, b))
-                        .collect();
-                    let blocks = (!blocks.is_empty())
-                        .then(|| Box::new(TermSetQuery::new(blocks)) as Box<dyn Query>);
-                    (repeated, blocks)
-                };
-                if let [w] = words.as_slice() {
-                    // One word: its postings are matches as they are; only
-                    // the candidate blocks' records need a check.
-                    let (exact, blocks) = places(w);
-                    return Box::new(CheckedText::new(
-                        words.clone(),
-                        Some(exact.into()),
-                        blocks.map(Arc::from),
+                        .map(|n| Term::from_field_u64(fl.template, n as u64)),
+                ));
+                let by_template = if words.iter().any(|w| template::is_variable(w)) {
+                    // The templates have variables where the digit words
+                    // are: records with those words are candidates.
+                    let mut must = vec![(Occur::Must, in_templates)];
+                    for w in words.iter().filter(|w| template::is_variable(w)) {
+                        let place: Box<dyn Query> = if bloom::is_block_word(w) {
+                            self.block_word_places(w, p).any
+                        } else {
+                            Box::new(TermQuery::new(
+                                Term::from_field_text(fl.body, w),
+                                IndexRecordOption::Basic,
+                            ))
+                        };
+                        must.push((Occur::Must, place));
+                    }
+                    let candidates: Box<dyn Query> = Box::new(BooleanQuery::new(must));
+                    Box::new(CheckedText::new(
+                        words,
+                        None,
+                        Some(candidates.into()),
                         fl.record,
-                    ));
-                }
-                let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-                for w in words.iter().filter(|w| bloom::is_block_word(w)) {
-                    let either: Box<dyn Query> = match places(w) {
-                        (repeated, None) => repeated,
-                        (repeated, Some(blocks)) => Box::new(BooleanQuery::new(vec![
-                            (Occur::Should, repeated),
-                            (Occur::Should, blocks),
-                        ])),
-                    };
-                    must.push((Occur::Must, either));
-                }
-                drop(filters);
-                must.extend(indexed.map(|q| (Occur::Must, q)));
-                let candidates: Box<dyn Query> = Box::new(BooleanQuery::new(must));
-                Box::new(CheckedText::new(
-                    words,
-                    None,
-                    Some(candidates.into()),
-                    fl.record,
-                ))
+                    ))
+                } else {
+                    in_templates
+                };
+                Box::new(BooleanQuery::new(vec![
+                    (Occur::Should, by_words),
+                    (Occur::Should, by_template),
+                ]))
             }
             LogFilter::Term { field, value } => {
                 let (field, text) = match field {
@@ -1077,6 +1146,91 @@ impl Inner {
                 (Occur::Must, Box::new(AllQuery) as Box<dyn Query>),
                 (Occur::MustNot, self.to_query(f, p)),
             ])),
+        }
+    }
+
+    /// The records of partition `p` whose body postings (and block
+    /// filters) hold `words` (not empty) adjacent: every match of a body
+    /// indexed word by word, and of a body with a template when all the
+    /// words are its variables.
+    fn words_query(&self, words: &[String], p: &Partition) -> Box<dyn Query> {
+        let fl = &self.fields;
+        let has_block_words = !p.legacy && words.iter().any(|w| bloom::is_block_word(w));
+        // The indexed words at their offsets in the phrase.
+        let terms: Vec<(usize, Term)> = words
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| p.legacy || !bloom::is_block_word(w))
+            .map(|(i, w)| (i, Term::from_field_text(fl.body, w)))
+            .collect();
+        let indexed: Option<Box<dyn Query>> = match terms.len() {
+            0 => None,
+            1 => Some(Box::new(TermQuery::new(
+                terms[0].1.clone(),
+                IndexRecordOption::Basic,
+            ))),
+            _ => Some(Box::new(PhraseQuery::new_with_offset(terms))),
+        };
+        if !has_block_words {
+            return indexed.unwrap_or_else(|| Box::new(EmptyQuery));
+        }
+        if let [w] = words {
+            // One word: its postings are matches as they are; only the
+            // candidate blocks' records need a check.
+            let places = self.block_word_places(w, p);
+            return Box::new(CheckedText::new(
+                words.to_vec(),
+                Some(places.repeated.into()),
+                places.blocks.map(Arc::from),
+                fl.record,
+            ));
+        }
+        let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for w in words.iter().filter(|w| bloom::is_block_word(w)) {
+            must.push((Occur::Must, self.block_word_places(w, p).any));
+        }
+        must.extend(indexed.map(|q| (Occur::Must, q)));
+        let candidates: Box<dyn Query> = Box::new(BooleanQuery::new(must));
+        Box::new(CheckedText::new(
+            words.to_vec(),
+            None,
+            Some(candidates.into()),
+            fl.record,
+        ))
+    }
+
+    /// Where block word `w` may be in partition `p`.
+    fn block_word_places(&self, w: &str, p: &Partition) -> Places {
+        let fl = &self.fields;
+        let repeated = || -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(fl.body_repeated, w),
+                IndexRecordOption::Basic,
+            ))
+        };
+        let blocks: Vec<Term> = p
+            .filters
+            .read()
+            .candidates(&[bloom::word_hash(w)])
+            .into_iter()
+            .map(|b| Term::from_field_u64(fl.block, b))
+            .collect();
+        if blocks.is_empty() {
+            return Places {
+                any: repeated(),
+                repeated: repeated(),
+                blocks: None,
+            };
+        }
+        let blocks = || -> Box<dyn Query> { Box::new(TermSetQuery::new(blocks.clone())) };
+        let either = Box::new(BooleanQuery::new(vec![
+            (Occur::Should, repeated()),
+            (Occur::Should, blocks()),
+        ]));
+        Places {
+            any: either,
+            repeated: repeated(),
+            blocks: Some(blocks()),
         }
     }
 
@@ -1285,6 +1439,17 @@ impl Inner {
         }
         walk(&self.dir)
     }
+}
+
+/// Where a block word may be in a partition.
+struct Places {
+    /// Every record that may hold it: `repeated` or `blocks`.
+    any: Box<dyn Query>,
+    /// The records with the word in their repeated postings (exact).
+    repeated: Box<dyn Query>,
+    /// The records of the blocks whose filter may hold it (`None`: no
+    /// such block).
+    blocks: Option<Box<dyn Query>>,
 }
 
 /// Rebuilds records of one segment from its document store row, its `time`
@@ -1796,6 +1961,48 @@ mod tests {
     }
 
     #[test]
+    fn an_index_made_before_templates_is_written_and_searched_word_by_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = 3_600_000_000_000u64;
+        let part = dir.path().join(Partition::dir_name(hour, hour));
+        std::fs::create_dir_all(&part).unwrap();
+        let mut b = Schema::builder();
+        let (full, _) = schema();
+        for (_, e) in full.fields().filter(|(_, e)| e.name() != "template") {
+            b.add_field(e.clone());
+        }
+        Index::create_in_dir(&part, b.build()).unwrap();
+        let store = LogIndex::open(dir.path(), opts()).unwrap();
+        let all: Vec<crate::model::LogRecord> = (0..300u64)
+            .map(|n| {
+                let body = format!("Connection reset by peer after {}ms id={}", n % 9, n * 7919);
+                suite::log(hour + n, "a", &body, None)
+            })
+            .collect();
+        store.write(1, all.clone()).unwrap();
+        store.flush().unwrap();
+        for q in [
+            "connection reset",
+            "after 3ms",
+            "reset",
+            &format!("{}", 5 * 7919),
+        ] {
+            let f = LogFilter::Phrase(q.into());
+            let want = all
+                .iter()
+                .filter(|r| crate::storage::logs::matches(&f, r))
+                .count();
+            let page = store
+                .search(&LogSearch::new(f, 0, u64::MAX, MAX_PAGE))
+                .unwrap();
+            assert!(want > 0, "{q}");
+            assert_eq!(page.total, want as u64, "{q}");
+        }
+        assert!(!part.join(template::FILE).exists());
+        store.close().unwrap();
+    }
+
+    #[test]
     fn body_analyzer_keeps_the_positions_of_block_words() {
         let long = "y".repeat(crate::storage::logs::MAX_TOKEN_BYTES);
         let text = format!("GET Order ORD-123456 took 12ms {long} Ünïcode end");
@@ -1830,25 +2037,35 @@ mod tests {
     }
 
     #[test]
-    fn block_words_match_the_reference_matcher() {
+    fn body_searches_match_the_reference_matcher() {
         use crate::model::AnyValue;
         let dir = tempfile::tempdir().unwrap();
         let hour = 3_600_000_000_000u64;
         // Three blocks and more: unique ids, durations that repeat within
-        // or across blocks, mixed case, a structured body with a number.
+        // or across blocks, mixed case, a structured body with a number;
+        // templates that differ in a literal word or in case, and bodies
+        // too long for a template (indexed word by word).
         let make = |n: u64| {
-            let mut r = suite::log(
-                hour + n,
-                ["a", "b"][(n % 2) as usize],
-                &format!(
+            let body = match n % 7 {
+                3 => format!(
+                    "Connection reset by peer {} after {}ms",
+                    ["alice", "bob"][(n % 2) as usize],
+                    n % 40
+                ),
+                4 if n.is_multiple_of(3) => format!(
+                    "connection RESET by peer alice after {}ms{}",
+                    n % 40,
+                    " pad".repeat(if n.is_multiple_of(2) { 1100 } else { 1 })
+                ),
+                _ => format!(
                     "GET /items/{} took {}ms req={:016x} Code=ABC{:05}",
                     n * 7919 % 100_003,
                     n % 50,
                     n.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                     n % 3
                 ),
-                None,
-            );
+            };
+            let mut r = suite::log(hour + n, ["a", "b"][(n % 2) as usize], &body, None);
             if n % 1000 == 5 {
                 r.body = AnyValue::Map(vec![("order".into(), AnyValue::Int(900_000 + n as i64))]);
             }
@@ -1878,6 +2095,20 @@ mod tests {
             LogFilter::Or(vec![
                 LogFilter::Text(format!("{:016x}", 7u64.wrapping_mul(0x9E37_79B9_7F4A_7C15))),
                 LogFilter::Text("abc00000".into()),
+            ]),
+            LogFilter::Text("connection".into()),
+            LogFilter::Text("GET".into()),
+            LogFilter::Phrase("connection reset by peer".into()),
+            LogFilter::Phrase("peer alice after".into()),
+            LogFilter::Phrase("after 17ms".into()),
+            LogFilter::Phrase("reset by peer bob after 17ms".into()),
+            LogFilter::Phrase("17ms pad".into()),
+            LogFilter::Phrase("items 1234".into()),
+            LogFilter::Phrase("reset peer".into()),
+            LogFilter::Not(Box::new(LogFilter::Text("reset".into()))),
+            LogFilter::And(vec![
+                LogFilter::Text("pad".into()),
+                LogFilter::Text("alice".into()),
             ]),
         ];
         let check = |store: &LogIndex, upto: usize| {
@@ -1924,6 +2155,32 @@ mod tests {
         check(&store, 10_000);
         let usage = store.space_usage().unwrap();
         assert!(usage[&("blooms".to_string(), "body".to_string())] > 0);
+        assert!(usage[&("templates".to_string(), "body".to_string())] > 0);
+        // The records with a template hold only their variable words in
+        // the body postings: a literal word has no postings of its own
+        // except in the records too long for a template.
+        let searcher = store
+            .inner
+            .parts
+            .read()
+            .values()
+            .next()
+            .unwrap()
+            .reader
+            .searcher();
+        let by_postings = searcher
+            .search(
+                &TermQuery::new(
+                    Term::from_field_text(store.inner.fields.body, "connection"),
+                    IndexRecordOption::Basic,
+                ),
+                &Count,
+            )
+            .unwrap();
+        let long = (0..10_000u64)
+            .filter(|n| n % 7 == 4 && n.is_multiple_of(6))
+            .count();
+        assert_eq!(by_postings, long);
         store.close().unwrap();
     }
 

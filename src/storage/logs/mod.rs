@@ -11,9 +11,11 @@
 
 pub mod bloom;
 pub mod codec;
+mod framed;
 pub mod index;
 mod matcher;
 mod tail;
+pub mod template;
 
 use std::ops::Bound;
 
@@ -262,24 +264,36 @@ impl<'a> Words<'a> {
     /// The byte range of the next word; its lower-case form is in `lower`.
     pub fn next_into(&mut self, lower: &mut String) -> Option<(usize, usize)> {
         loop {
-            let rest = &self.text[self.pos..];
-            let from = self.pos + rest.find(char::is_alphanumeric)?;
-            let to = self.text[from..]
-                .find(|c: char| !c.is_alphanumeric())
-                .map_or(self.text.len(), |e| from + e);
-            self.pos = to;
+            let (from, to) = self.next_run()?;
             let w = &self.text[from..to];
             if w.len() >= MAX_TOKEN_BYTES {
                 continue;
             }
-            lower.clear();
-            if w.is_ascii() {
-                lower.extend(w.bytes().map(|b| b.to_ascii_lowercase() as char));
-            } else {
-                lower.push_str(&w.to_lowercase());
-            }
+            lower_into(w, lower);
             return Some((from, to));
         }
+    }
+
+    /// The byte range of the next run of alphanumeric characters, words
+    /// too long to index included.
+    pub fn next_run(&mut self) -> Option<(usize, usize)> {
+        let rest = &self.text[self.pos..];
+        let from = self.pos + rest.find(char::is_alphanumeric)?;
+        let to = self.text[from..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(self.text.len(), |e| from + e);
+        self.pos = to;
+        Some((from, to))
+    }
+}
+
+/// The lower-case form of a word, into `out` (replacing its content).
+pub fn lower_into(w: &str, out: &mut String) {
+    out.clear();
+    if w.is_ascii() {
+        out.extend(w.bytes().map(|b| b.to_ascii_lowercase() as char));
+    } else {
+        out.push_str(&w.to_lowercase());
     }
 }
 
