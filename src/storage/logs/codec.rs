@@ -30,6 +30,12 @@ pub const MAX_DEPTH: usize = 128;
 #[error("damaged log record encoding: {0}")]
 pub struct CodecError(&'static str);
 
+impl CodecError {
+    pub(crate) fn new(what: &'static str) -> Self {
+        CodecError(what)
+    }
+}
+
 /// The decoded shared part of records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Shared {
@@ -148,6 +154,110 @@ pub fn decode_body(buf: &[u8]) -> Result<AnyValue, CodecError> {
     Ok(body)
 }
 
+/// The head of a row as row blocks keep it ([`super::rows`]): the
+/// observed time as a delta from the time, flags, dropped attribute count,
+/// trace and span ids, event name.
+pub fn encode_head(r: &LogRecord, out: &mut Vec<u8>) {
+    varint(
+        out,
+        zigzag(r.observed_time_ns.wrapping_sub(r.time_ns) as i64),
+    );
+    varint(out, r.flags as u64);
+    varint(out, r.dropped_attributes_count as u64);
+    bytes(out, r.trace_id.as_ref().map_or(&[][..], |t| t.as_bytes()));
+    bytes(out, r.span_id.as_ref().map_or(&[][..], |s| s.as_bytes()));
+    string(out, &r.event_name);
+}
+
+/// A record's attributes as row blocks keep them.
+pub fn encode_attributes(r: &LogRecord, out: &mut Vec<u8>) {
+    attrs(out, &r.attributes);
+}
+
+/// A value (a body) as row blocks keep it.
+pub fn encode_value(v: &AnyValue, out: &mut Vec<u8>) {
+    value(out, v);
+}
+
+/// Reads row pieces laid out one after another (a row block's columns).
+pub struct Pieces<'a>(Decoder<'a>);
+
+impl<'a> Pieces<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Pieces(Decoder { buf, pos: 0 })
+    }
+
+    /// Starts reading at byte `pos`.
+    pub fn at(buf: &'a [u8], pos: usize) -> Self {
+        Pieces(Decoder { buf, pos })
+    }
+
+    pub fn pos(&self) -> usize {
+        self.0.pos
+    }
+
+    pub fn end(&self) -> Result<(), CodecError> {
+        self.0.end()
+    }
+
+    /// Skips one head ([`encode_head`]).
+    pub fn skip_head(&mut self) -> Result<(), CodecError> {
+        for _ in 0..3 {
+            self.0.varint()?;
+        }
+        for _ in 0..3 {
+            self.0.bytes()?;
+        }
+        Ok(())
+    }
+
+    /// Reads one head into `r` (its time already set).
+    pub fn head_into(&mut self, r: &mut LogRecord) -> Result<(), CodecError> {
+        let d = &mut self.0;
+        r.observed_time_ns = r.time_ns.wrapping_add(unzigzag(d.varint()?) as u64);
+        r.flags = d.varint()? as u32;
+        r.dropped_attributes_count = d.varint()? as u32;
+        r.trace_id =
+            TraceId::from_optional_bytes(d.bytes()?).map_err(|_| CodecError("trace id"))?;
+        r.span_id = SpanId::from_optional_bytes(d.bytes()?).map_err(|_| CodecError("span id"))?;
+        r.event_name = d.string()?;
+        Ok(())
+    }
+
+    /// Skips one attribute list ([`encode_attributes`]).
+    pub fn skip_attributes(&mut self) -> Result<(), CodecError> {
+        self.0.skip_attrs(0)
+    }
+
+    pub fn attributes(&mut self) -> Result<Vec<(String, AnyValue)>, CodecError> {
+        self.0.attrs(0)
+    }
+
+    /// Skips one value ([`encode_value`]).
+    pub fn skip_value(&mut self) -> Result<(), CodecError> {
+        self.0.skip_value(0)
+    }
+
+    pub fn value(&mut self) -> Result<AnyValue, CodecError> {
+        self.0.value(0)
+    }
+
+    pub fn varint(&mut self) -> Result<u64, CodecError> {
+        self.0.varint()
+    }
+
+    /// Skips `n` bytes.
+    pub fn skip_raw(&mut self, n: usize) -> Result<(), CodecError> {
+        let d = &mut self.0;
+        d.pos = d
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= d.buf.len())
+            .ok_or(CodecError("truncated"))?;
+        Ok(())
+    }
+}
+
 fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     varint(out, b.len() as u64);
     out.extend_from_slice(b);
@@ -253,6 +363,46 @@ impl<'a> Decoder<'a> {
             out.push((k, self.value(depth)?));
         }
         Ok(out)
+    }
+
+    fn skip_attrs(&mut self, depth: usize) -> Result<(), CodecError> {
+        let n = self.count()?;
+        for _ in 0..n {
+            self.bytes()?;
+            self.skip_value(depth)?;
+        }
+        Ok(())
+    }
+
+    fn skip_value(&mut self, depth: usize) -> Result<(), CodecError> {
+        if depth > MAX_DEPTH {
+            return Err(CodecError("nesting too deep"));
+        }
+        match self.byte()? {
+            0 | 2 | 3 => {}
+            1 | 6 => {
+                self.bytes()?;
+            }
+            4 => {
+                self.varint()?;
+            }
+            5 => {
+                self.pos = self
+                    .pos
+                    .checked_add(8)
+                    .filter(|e| *e <= self.buf.len())
+                    .ok_or(CodecError("truncated"))?;
+            }
+            7 => {
+                let n = self.count()?;
+                for _ in 0..n {
+                    self.skip_value(depth + 1)?;
+                }
+            }
+            8 => self.skip_attrs(depth + 1)?,
+            _ => return Err(CodecError("unknown value tag")),
+        }
+        Ok(())
     }
 
     fn value(&mut self, depth: usize) -> Result<AnyValue, CodecError> {

@@ -77,6 +77,86 @@ impl FramedFile {
         })
     }
 
+    /// Opens a large entry file without reading it whole: `each` gets
+    /// every entry's payload offset, length and first `prefix` bytes (fewer
+    /// when the payload is shorter), in order. Only the last entry is read
+    /// whole and checked (its checksum and `check_last`): every entry
+    /// before it was synced before it was written. A torn last entry, or
+    /// one `each` refuses, is cut off with the rest.
+    pub fn scan(
+        path: PathBuf,
+        max_payload: usize,
+        prefix: usize,
+        what: &str,
+        mut each: impl FnMut(u64, usize, &[u8]) -> bool,
+        check_last: impl FnOnce(&[u8]) -> bool,
+    ) -> Result<FramedFile, StorageError> {
+        use std::os::unix::fs::FileExt;
+        let f = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(FramedFile {
+                    path,
+                    file: None,
+                    bytes: 0,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let size = f.metadata()?.len();
+        // (payload offset, length, prefix) of the entries that fit.
+        let mut entries: Vec<(u64, usize, Vec<u8>)> = Vec::new();
+        let mut pos = 0u64;
+        let mut head = [0u8; 4];
+        while pos + 8 <= size {
+            f.read_exact_at(&mut head, pos)?;
+            let len = u32::from_le_bytes(head) as usize;
+            if len > max_payload || pos + 8 + len as u64 > size {
+                break;
+            }
+            let mut first = vec![0u8; prefix.min(len)];
+            f.read_exact_at(&mut first, pos + 4)?;
+            entries.push((pos + 4, len, first));
+            pos += 8 + len as u64;
+        }
+        if let Some((at, len, _)) = entries.last() {
+            let mut entry = vec![0u8; len + 4];
+            f.read_exact_at(&mut entry, *at)?;
+            let (payload, crc) = entry.split_at(*len);
+            if crc32fast::hash(payload).to_le_bytes() != crc || !check_last(payload) {
+                entries.pop();
+            }
+        }
+        let mut whole = 0u64;
+        for (at, len, first) in &entries {
+            if !each(*at, *len, first) {
+                break;
+            }
+            whole = at + *len as u64 + 4;
+        }
+        drop(f);
+        if whole < size {
+            tracing::warn!(
+                file = %path.display(),
+                dropped = size - whole,
+                "dropping the torn tail of a log {what} file"
+            );
+            let f = OpenOptions::new().write(true).open(&path)?;
+            f.set_len(whole)?;
+            f.sync_all()?;
+        }
+        Ok(FramedFile {
+            path,
+            file: None,
+            bytes: whole,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     /// Appends whole entries (made with [`frame`]) and syncs them. On an
     /// error the file is cut back to its last whole entry.
     pub fn append(&mut self, entries: &[u8]) -> Result<(), StorageError> {

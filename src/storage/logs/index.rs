@@ -14,12 +14,16 @@
 //! The record itself is rebuilt from three places, each piece kept once:
 //! its time from the `time` column, the part its OTLP block shares
 //! (severity, resource, scope; [`super::codec::encode_shared`]) from the
-//! dictionary-encoded `shared` bytes column, and the rest
-//! ([`super::codec::encode_row`]) from `record` in a zstd-compressed
-//! document store with large blocks.
+//! dictionary-encoded `shared` bytes column, and the rest from the
+//! partition's row blocks ([`super::rows`]) at the record's `slot`.
 //!
-//! On-disk format: version 2 of the codec (indexes written with version 1,
-//! the whole record in the document store, are not readable).
+//! Earlier formats, still read and written: partitions made before row
+//! blocks (no `slot` field) keep the rest ([`super::codec::encode_row`]) in
+//! `record` in the zstd document store; before templates (no `template`
+//! field) every body is indexed word by word; before block filters
+//! (default analyzer) every word is in the postings. Indexes written with
+//! version 1 of the codec (the whole record in the document store) are not
+//! readable.
 //!
 //! Durability: every `commit_interval` a background thread commits each
 //! partition written since the last commit (the commit payload holds the
@@ -58,6 +62,7 @@ use tantivy::{
 };
 
 use super::bloom::{self, BlockBuilder, BlockFilter, FilterFile};
+use super::rows::{self, RowBody, RowFile, RowParts};
 use super::template::{self, Templates};
 use super::{
     attribute_keywords, body_text, codec, record_id, resource_keywords, severity_class,
@@ -133,6 +138,8 @@ struct Fields {
     block: Field,
     /// The number of the body's template ([`super::template`]), indexed.
     template: Field,
+    /// Where the record's row is ([`super::rows::slot`]), a fast column.
+    slot: Field,
 }
 
 /// The body analyzer: [`super::tokenize`]'s words, except block words
@@ -229,6 +236,7 @@ fn schema() -> (Schema, Fields) {
         body_repeated: b.add_text_field("body_repeated", keyword.clone()),
         block: b.add_u64_field("block", NumericOptions::default().set_indexed()),
         template: b.add_u64_field("template", NumericOptions::default().set_indexed()),
+        slot: b.add_u64_field("slot", NumericOptions::default().set_fast()),
     };
     (b.build(), fields)
 }
@@ -242,6 +250,8 @@ struct NewDoc {
     text: Option<String>,
     /// The shape of a string body: its template and variable words.
     shape: Option<template::Shape>,
+    /// The stored part (the body left empty when it has a shape).
+    row: RowParts,
 }
 
 /// A document held until its block ends (then its block words are known
@@ -251,6 +261,8 @@ struct StagedDoc {
     doc: TantivyDocument,
     /// Distinct block words of the body with their filter hashes.
     words: Vec<(u64, String)>,
+    /// The stored part, for a partition with row blocks.
+    row: Option<RowParts>,
 }
 
 /// A partition's block in progress.
@@ -260,6 +272,11 @@ struct Blocks {
     /// Filters of ended blocks whose documents went to the writer, to be
     /// written to the filter file before the next commit.
     done: Vec<BlockFilter>,
+    /// Row blocks of those blocks ([`rows::encode_block`] payloads), to be
+    /// written to the row file before the next commit.
+    done_rows: Vec<Vec<u8>>,
+    /// zstd level of row blocks.
+    level: i32,
 }
 
 impl Blocks {
@@ -271,23 +288,42 @@ impl Blocks {
         id: u64,
         doc: TantivyDocument,
         words: Vec<(u64, String)>,
+        row: Option<RowParts>,
     ) -> Result<(), StorageError> {
         self.builder.add(words.iter().map(|(h, _)| *h));
-        self.staged.push(StagedDoc { id, doc, words });
+        self.staged.push(StagedDoc {
+            id,
+            doc,
+            words,
+            row,
+        });
         if self.builder.is_full() {
             self.finish(w, fields)?;
         }
         Ok(())
     }
 
-    /// Ends the block: its documents get the block number and their
-    /// repeated block words, and go to the writer.
+    /// Ends the block: its documents get the block number, their slot and
+    /// their repeated block words, and go to the writer; their rows form
+    /// the block's row block.
     fn finish(&mut self, w: &IndexWriter, fields: &Fields) -> Result<(), StorageError> {
         let Some(done) = self.builder.finish() else {
             return Ok(());
         };
+        let block = done.filter.block;
+        let mut rows = Vec::new();
+        for (i, s) in self.staged.iter_mut().enumerate() {
+            if let Some(row) = s.row.take() {
+                s.doc.add_u64(fields.slot, rows::slot(block, i));
+                rows.push(row);
+            }
+        }
+        if !rows.is_empty() {
+            self.done_rows
+                .push(rows::encode_block(block, &rows, self.level)?);
+        }
         for mut s in self.staged.drain(..) {
-            s.doc.add_u64(fields.block, done.filter.block);
+            s.doc.add_u64(fields.block, block);
             for (h, word) in s.words {
                 if done.repeated.contains(&h) {
                     s.doc.add_text(fields.body_repeated, word);
@@ -319,9 +355,14 @@ struct Partition {
     /// Has the `template` field: string bodies are indexed by template
     /// (indexes made before templates lack it).
     templated: bool,
+    /// Has the `slot` field: records are stored in row blocks (indexes
+    /// made before keep them in the document store, field `record`).
+    rowed: bool,
     /// Body templates, numbered at ingest; the file holds every template
     /// a committed record uses.
-    templates: RwLock<Templates>,
+    templates: Arc<RwLock<Templates>>,
+    /// Row blocks; the file holds the rows of every committed record.
+    rows: Arc<RwLock<RowFile>>,
     /// Block filters of the committed records (and of records being
     /// committed).
     filters: RwLock<FilterFile>,
@@ -371,17 +412,17 @@ impl Partition {
                 .open_or_create(mmap)
                 .map_err(backend)?
         };
-        // The same fields in the same order; indexes made before templates
-        // lack the last field, those made before block filters (default
-        // analyzer) the last three. Checked by name before the body's entry
-        // is looked up by its number.
+        // The same fields in the same order; indexes made before row blocks
+        // lack the last field, before templates the last two, before block
+        // filters (default analyzer) the last four. Checked by name before
+        // the body's entry is looked up by its number.
         let names = |s: &Schema| {
             s.fields()
                 .map(|(_, e)| e.name().to_string())
                 .collect::<Vec<_>>()
         };
         let (have, want) = (names(&index.schema()), names(&schema));
-        let body_tokenizer = if (want.len() - 3..=want.len()).contains(&have.len())
+        let body_tokenizer = if (want.len() - 4..=want.len()).contains(&have.len())
             && have[..] == want[..have.len()]
         {
             match index.schema().get_field_entry(fields.body).field_type() {
@@ -395,11 +436,12 @@ impl Partition {
         };
         let legacy = body_tokenizer.as_deref() == Some("default");
         let known = match body_tokenizer.as_deref() {
-            Some(BODY_TOKENIZER) => have.len() + 1 >= want.len(),
-            Some("default") => have.len() + 3 == want.len(),
+            Some(BODY_TOKENIZER) => have.len() + 2 >= want.len(),
+            Some("default") => have.len() + 4 == want.len(),
             _ => false,
         };
-        let templated = have == want;
+        let templated = have.len() + 1 >= want.len();
+        let rowed = have == want;
         if !known {
             return Err(StorageError::Backend(format!(
                 "log index: {} has an unknown schema",
@@ -411,6 +453,7 @@ impl Partition {
             .register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer));
         let filters = FilterFile::open(dir)?;
         let templates = Templates::open(dir)?;
+        let rows = RowFile::open(dir)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -426,11 +469,15 @@ impl Partition {
             fields,
             legacy,
             templated,
-            templates: RwLock::new(templates),
+            rowed,
+            templates: Arc::new(RwLock::new(templates)),
+            rows: Arc::new(RwLock::new(rows)),
             blocks: Mutex::new(Blocks {
                 builder: BlockBuilder::starting_at(filters.next_block()),
                 staged: Vec::new(),
                 done: Vec::new(),
+                done_rows: Vec::new(),
+                level: opts.zstd_level,
             }),
             filters: RwLock::new(filters),
             dirty: AtomicBool::new(false),
@@ -450,6 +497,18 @@ impl Partition {
             .map(|c| c.max_value())
             .max()
             .unwrap_or(0)
+    }
+
+    /// Where this partition keeps its records' bodies.
+    fn stored_bodies(&self, record: Field) -> StoredBodies {
+        if self.rowed {
+            StoredBodies::Rows {
+                rows: self.rows.clone(),
+                templates: self.templates.clone(),
+            }
+        } else {
+            StoredBodies::Documents(record)
+        }
     }
 
     fn has_writer(&self) -> bool {
@@ -474,21 +533,31 @@ impl Partition {
         let Some(w) = writer.as_mut() else {
             return Ok(());
         };
-        let finished = {
+        let (finished, finished_rows) = {
             let mut blocks = self.blocks.lock();
             blocks.finish(w, &self.fields)?;
-            std::mem::take(&mut blocks.done)
+            (
+                std::mem::take(&mut blocks.done),
+                std::mem::take(&mut blocks.done_rows),
+            )
         };
-        let written = self
-            .templates
-            .write()
-            .persist()
-            .and_then(|()| self.filters.write().append(&finished));
+        // Templates, rows, then filters: a file that is written is not
+        // written again by a retry (nothing is appended twice).
+        let mut rows_written = false;
+        let written = self.templates.write().persist().and_then(|()| {
+            self.rows.write().append(&finished_rows)?;
+            rows_written = true;
+            self.filters.write().append(&finished)
+        });
         if let Err(e) = written {
-            // Their documents are in the writer: the filters (and the
-            // templates, kept unwritten) must reach the files before any
-            // commit does.
-            self.blocks.lock().done.splice(0..0, finished);
+            // Their documents are in the writer: the rows and filters (and
+            // the templates, kept unwritten) must reach the files before
+            // any commit does.
+            let mut blocks = self.blocks.lock();
+            blocks.done.splice(0..0, finished);
+            if !rows_written {
+                blocks.done_rows.splice(0..0, finished_rows);
+            }
             return Err(e);
         }
         let mut prepared = w.prepare_commit().map_err(backend)?;
@@ -646,6 +715,7 @@ impl LogIndex {
             *out.entry(("blooms".into(), "body".into())).or_default() += p.filters.read().bytes();
             *out.entry(("templates".into(), "body".into())).or_default() +=
                 p.templates.read().bytes();
+            *out.entry(("rows".into(), String::new())).or_default() += p.rows.read().bytes();
         }
         Ok(out)
     }
@@ -853,19 +923,55 @@ impl Inner {
         buf.clear();
         codec::encode_shared(r, buf);
         d.add_bytes(f.shared, buf.as_slice());
-        buf.clear();
-        codec::encode_row(r, buf);
-        d.add_bytes(f.record, buf.as_slice());
+        let mut head = Vec::with_capacity(16);
+        codec::encode_head(r, &mut head);
+        let mut attributes = Vec::with_capacity(64);
+        codec::encode_attributes(r, &mut attributes);
+        let mut value = Vec::new();
+        if shape.is_none() {
+            codec::encode_value(&r.body, &mut value);
+        }
         NewDoc {
             doc: d,
             words,
             text,
             shape,
+            row: RowParts {
+                head,
+                attributes,
+                body: RowBody::Value(value),
+            },
         }
     }
 
-    /// Adds the body text of record `r` to its document: by template in a
-    /// partition with templates (while it has room), else word by word.
+    /// Completes the document of record `r` for partition `p`: the body
+    /// text, by template in a partition with templates (while it has
+    /// room), else word by word; and the stored part, for a row block
+    /// (returned) or in the document store.
+    fn complete(&self, p: &Partition, r: &LogRecord, new: &mut NewDoc) -> Option<RowParts> {
+        self.add_body(p, r, new);
+        if !p.rowed {
+            let mut buf = Vec::with_capacity(256);
+            codec::encode_row(r, &mut buf);
+            new.doc.add_bytes(self.fields.record, buf.as_slice());
+            return None;
+        }
+        let mut row = std::mem::replace(
+            &mut new.row,
+            RowParts {
+                head: Vec::new(),
+                attributes: Vec::new(),
+                body: RowBody::Value(Vec::new()),
+            },
+        );
+        if matches!(&row.body, RowBody::Value(v) if v.is_empty()) {
+            let mut value = Vec::new();
+            codec::encode_value(&r.body, &mut value);
+            row.body = RowBody::Value(value);
+        }
+        Some(row)
+    }
+
     fn add_body(&self, p: &Partition, r: &LogRecord, new: &mut NewDoc) {
         let body = self.fields.body;
         if let Some(text) = new.text.take() {
@@ -883,6 +989,7 @@ impl Inner {
         match number {
             Some(n) => {
                 new.doc.add_u64(self.fields.template, n as u64);
+                new.row.body = RowBody::Template(n, shape.values);
                 let tokens = shape
                     .vars
                     .into_iter()
@@ -1021,7 +1128,7 @@ impl Inner {
                     // Under the writer's read lock: the commit (write lock)
                     // ends the block and sees its documents, filter and
                     // templates.
-                    self.add_body(&p, r, &mut new);
+                    let row = self.complete(&p, r, &mut new);
                     if p.legacy {
                         w.add_document(new.doc).map_err(backend)?;
                     } else {
@@ -1031,6 +1138,7 @@ impl Inner {
                             record_id(seq, i),
                             new.doc,
                             new.words,
+                            row,
                         )?;
                     }
                 }
@@ -1092,7 +1200,7 @@ impl Inner {
                         words,
                         None,
                         Some(candidates.into()),
-                        fl.record,
+                        p.stored_bodies(fl.record),
                     ))
                 } else {
                     in_templates
@@ -1182,7 +1290,7 @@ impl Inner {
                 words.to_vec(),
                 Some(places.repeated.into()),
                 places.blocks.map(Arc::from),
-                fl.record,
+                p.stored_bodies(fl.record),
             ));
         }
         let mut must: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -1195,7 +1303,7 @@ impl Inner {
             words.to_vec(),
             None,
             Some(candidates.into()),
-            fl.record,
+            p.stored_bodies(fl.record),
         ))
     }
 
@@ -1325,6 +1433,7 @@ impl Inner {
                 std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::btree_map::Entry::Vacant(e) => e.insert(RecordLoader::new(
                     searchers[pi].1.segment_reader(addr.segment_ord),
+                    &searchers[pi].0,
                 )?),
             };
             let record = loader.load(&searchers[pi].1, self.fields.record, addr)?;
@@ -1408,7 +1517,7 @@ impl Inner {
                 for a in addrs {
                     if loader.as_ref().is_none_or(|l| l.0 != a.segment_ord) {
                         let reader = searcher.segment_reader(a.segment_ord);
-                        loader = Some((a.segment_ord, RecordLoader::new(reader)?));
+                        loader = Some((a.segment_ord, RecordLoader::new(reader, &part)?));
                     }
                     if let Some((_, l)) = loader.as_mut() {
                         recs.push(l.load(&searcher, self.fields.record, *a)?);
@@ -1459,16 +1568,56 @@ struct RecordLoader {
     shared: Option<tantivy::columnar::BytesColumn>,
     decoded: std::collections::HashMap<u64, codec::Shared>,
     buf: Vec<u8>,
+    /// The row blocks of a partition with them.
+    rows: Option<RowSource>,
+}
+
+/// Where the rows of a partition with row blocks are: the segment's `slot`
+/// column, the partition's row file and templates.
+struct RowSource {
+    slot: Column<u64>,
+    rows: Arc<RwLock<RowFile>>,
+    templates: Arc<RwLock<Templates>>,
+}
+
+impl RowSource {
+    fn new(reader: &SegmentReader, p: &Partition) -> tantivy::Result<Option<RowSource>> {
+        if !p.rowed {
+            return Ok(None);
+        }
+        Ok(Some(RowSource {
+            slot: reader.fast_fields().u64("slot")?,
+            rows: p.rows.clone(),
+            templates: p.templates.clone(),
+        }))
+    }
+
+    /// The row block of document `doc` and the record's index in it.
+    fn block(&self, doc: DocId) -> Result<(Arc<rows::DecodedBlock>, usize), StorageError> {
+        let slot = self
+            .slot
+            .first(doc)
+            .ok_or_else(|| StorageError::Backend("log index: document without slot".into()))?;
+        let block = self.rows.read().block(slot >> rows::SLOT_BITS)?;
+        Ok((block, (slot & ((1 << rows::SLOT_BITS) - 1)) as usize))
+    }
+
+    fn body(&self, doc: DocId) -> Result<crate::model::AnyValue, StorageError> {
+        let (block, i) = self.block(doc)?;
+        let body = block.body(i, &self.templates.read());
+        body.map_err(backend)
+    }
 }
 
 impl RecordLoader {
-    fn new(reader: &SegmentReader) -> Result<Self, StorageError> {
+    fn new(reader: &SegmentReader, p: &Partition) -> Result<Self, StorageError> {
         let ff = reader.fast_fields();
         Ok(RecordLoader {
             time: ff.u64("time").map_err(backend)?,
             shared: ff.bytes("shared").map_err(backend)?,
             decoded: Default::default(),
             buf: Vec::new(),
+            rows: RowSource::new(reader, p).map_err(backend)?,
         })
     }
 
@@ -1500,6 +1649,11 @@ impl RecordLoader {
             .time
             .first(addr.doc_id)
             .ok_or_else(|| damaged("time"))?;
+        if let Some(source) = &self.rows {
+            let (block, i) = source.block(addr.doc_id)?;
+            let record = block.record(i, time, shared, &source.templates.read());
+            return record.map_err(backend);
+        }
         let doc: TantivyDocument = searcher.doc(addr).map_err(backend)?;
         let row = doc
             .get_first(record)
@@ -1523,7 +1677,19 @@ struct CheckedText {
     longest: Option<Arc<regex::bytes::Regex>>,
     exact: Option<Arc<dyn Query>>,
     candidates: Option<Arc<dyn Query>>,
-    record: Field,
+    bodies: StoredBodies,
+}
+
+/// Where a partition keeps its records' bodies.
+#[derive(Clone)]
+enum StoredBodies {
+    /// In the document store, field `record`.
+    Documents(Field),
+    /// In row blocks.
+    Rows {
+        rows: Arc<RwLock<RowFile>>,
+        templates: Arc<RwLock<Templates>>,
+    },
 }
 
 impl CheckedText {
@@ -1531,7 +1697,7 @@ impl CheckedText {
         words: Vec<String>,
         exact: Option<Arc<dyn Query>>,
         candidates: Option<Arc<dyn Query>>,
-        record: Field,
+        bodies: StoredBodies,
     ) -> CheckedText {
         let longest = words
             .iter()
@@ -1543,7 +1709,7 @@ impl CheckedText {
             longest,
             exact,
             candidates,
-            record,
+            bodies,
         }
     }
 }
@@ -1598,7 +1764,18 @@ impl CheckedTextWeight {
         let Some(candidates) = &self.candidates else {
             return Ok(out);
         };
-        let store = reader.get_store_reader(2)?;
+        let internal = |e: String| tantivy::TantivyError::InternalError(e);
+        let (store, rows) = match &t.bodies {
+            StoredBodies::Documents(record) => (Some((reader.get_store_reader(2)?, *record)), None),
+            StoredBodies::Rows { rows, templates } => (
+                None,
+                Some(RowSource {
+                    slot: reader.fast_fields().u64("slot")?,
+                    rows: rows.clone(),
+                    templates: templates.clone(),
+                }),
+            ),
+        };
         let mut s = candidates.scorer(reader, 1.0)?;
         let mut doc = s.doc();
         while doc != TERMINATED {
@@ -1606,15 +1783,18 @@ impl CheckedTextWeight {
                 doc = s.advance();
                 continue;
             }
-            let d: TantivyDocument = store.get(doc)?;
-            let row = d
-                .get_first(t.record)
-                .and_then(|v| v.as_bytes())
-                .ok_or_else(|| {
-                    tantivy::TantivyError::InternalError("log document without record".into())
-                })?;
-            let body = codec::decode_body(row)
-                .map_err(|e| tantivy::TantivyError::InternalError(e.to_string()))?;
+            let body = match (&store, &rows) {
+                (_, Some(rows)) => rows.body(doc).map_err(|e| internal(e.to_string()))?,
+                (Some((store, record)), None) => {
+                    let d: TantivyDocument = store.get(doc)?;
+                    let row = d
+                        .get_first(*record)
+                        .and_then(|v| v.as_bytes())
+                        .ok_or_else(|| internal("log document without record".into()))?;
+                    codec::decode_body(row).map_err(|e| internal(e.to_string()))?
+                }
+                (None, None) => return Err(internal("no stored bodies".into())),
+            };
             let possible = match &body {
                 crate::model::AnyValue::String(b) if b.is_ascii() => {
                     t.longest.as_ref().is_none_or(|l| l.is_match(b.as_bytes()))
@@ -1961,45 +2141,57 @@ mod tests {
     }
 
     #[test]
-    fn an_index_made_before_templates_is_written_and_searched_word_by_word() {
-        let dir = tempfile::tempdir().unwrap();
-        let hour = 3_600_000_000_000u64;
-        let part = dir.path().join(Partition::dir_name(hour, hour));
-        std::fs::create_dir_all(&part).unwrap();
-        let mut b = Schema::builder();
-        let (full, _) = schema();
-        for (_, e) in full.fields().filter(|(_, e)| e.name() != "template") {
-            b.add_field(e.clone());
+    fn indexes_of_earlier_formats_are_written_and_searched() {
+        // Before templates and row blocks (14 fields), and before row
+        // blocks (15 fields, rows in the document store).
+        for (fields, templated) in [(14, false), (15, true)] {
+            let dir = tempfile::tempdir().unwrap();
+            let hour = 3_600_000_000_000u64;
+            let part = dir.path().join(Partition::dir_name(hour, hour));
+            std::fs::create_dir_all(&part).unwrap();
+            let mut b = Schema::builder();
+            let (full, _) = schema();
+            for (_, e) in full.fields().take(fields) {
+                b.add_field(e.clone());
+            }
+            Index::create_in_dir(&part, b.build()).unwrap();
+            let all: Vec<crate::model::LogRecord> = (0..300u64)
+                .map(|n| {
+                    let body =
+                        format!("Connection reset by peer after {}ms id={}", n % 9, n * 7919);
+                    suite::log(hour + n, "a", &body, None)
+                })
+                .collect();
+            for restart in [false, true] {
+                let store = LogIndex::open(dir.path(), opts()).unwrap();
+                if !restart {
+                    store.write(1, all.clone()).unwrap();
+                    store.flush().unwrap();
+                }
+                for q in [
+                    "connection reset",
+                    "after 3ms",
+                    "reset",
+                    &format!("{}", 5 * 7919),
+                ] {
+                    let f = LogFilter::Phrase(q.into());
+                    let want: Vec<_> = all
+                        .iter()
+                        .rev()
+                        .filter(|r| crate::storage::logs::matches(&f, r))
+                        .collect();
+                    let page = store
+                        .search(&LogSearch::new(f, 0, u64::MAX, MAX_PAGE))
+                        .unwrap();
+                    assert!(!want.is_empty(), "{q}");
+                    let got: Vec<_> = page.records.iter().map(|r| &r.record).collect();
+                    assert_eq!(got, want, "{q}");
+                }
+                store.close().unwrap();
+            }
+            assert_eq!(part.join(template::FILE).exists(), templated);
+            assert!(!part.join(rows::FILE).exists());
         }
-        Index::create_in_dir(&part, b.build()).unwrap();
-        let store = LogIndex::open(dir.path(), opts()).unwrap();
-        let all: Vec<crate::model::LogRecord> = (0..300u64)
-            .map(|n| {
-                let body = format!("Connection reset by peer after {}ms id={}", n % 9, n * 7919);
-                suite::log(hour + n, "a", &body, None)
-            })
-            .collect();
-        store.write(1, all.clone()).unwrap();
-        store.flush().unwrap();
-        for q in [
-            "connection reset",
-            "after 3ms",
-            "reset",
-            &format!("{}", 5 * 7919),
-        ] {
-            let f = LogFilter::Phrase(q.into());
-            let want = all
-                .iter()
-                .filter(|r| crate::storage::logs::matches(&f, r))
-                .count();
-            let page = store
-                .search(&LogSearch::new(f, 0, u64::MAX, MAX_PAGE))
-                .unwrap();
-            assert!(want > 0, "{q}");
-            assert_eq!(page.total, want as u64, "{q}");
-        }
-        assert!(!part.join(template::FILE).exists());
-        store.close().unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod codec;
 mod framed;
 pub mod index;
 mod matcher;
+pub mod rows;
 mod tail;
 pub mod template;
 

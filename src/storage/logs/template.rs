@@ -60,6 +60,9 @@ pub struct Shape {
     /// block words ([`bloom::is_block_word`]), lower-case, with their
     /// position among the body's words.
     pub vars: Vec<(usize, String)>,
+    /// Every variable as written, in order (`varint length | text` each):
+    /// with the template, the body again ([`Templates::render`]).
+    pub values: Vec<u8>,
 }
 
 /// The template of a string body (`None` when it is over [`MAX_BODY_BYTES`]).
@@ -70,6 +73,7 @@ pub fn shape(text: &str) -> Option<Shape> {
     let mut kinds = Vec::new();
     let mut segments: Vec<&str> = Vec::new();
     let mut vars = Vec::new();
+    let mut values = Vec::new();
     let mut runs = Words::new(text);
     let (mut literal_from, mut position) = (0, 0);
     let mut lower = String::new();
@@ -83,6 +87,8 @@ pub fn shape(text: &str) -> Option<Shape> {
         segments.push(&text[literal_from..from]);
         literal_from = to;
         kinds.push(indexed as u8);
+        put_varint(&mut values, w.len() as u64);
+        values.extend_from_slice(w.as_bytes());
         if indexed {
             lower_into(w, &mut lower);
             if !bloom::is_block_word(&lower) {
@@ -99,7 +105,7 @@ pub fn shape(text: &str) -> Option<Shape> {
         put_varint(&mut key, s.len() as u64);
         key.extend_from_slice(s.as_bytes());
     }
-    Some(Shape { key, vars })
+    Some(Shape { key, vars, values })
 }
 
 /// One template's body words in order: `Some(word)` for a literal word,
@@ -295,6 +301,46 @@ impl Templates {
             .collect()
     }
 
+    /// Appends the body of template `n` with its variables `values` (as
+    /// in [`Shape::values`]) to `out`; false when either is unknown or
+    /// damaged (`out` may then hold part of it).
+    pub fn render(&self, n: u32, values: &[u8], out: &mut String) -> bool {
+        let Some(key) = self.table.keys.get(n as usize) else {
+            return false;
+        };
+        let (mut k, mut v) = (0, 0);
+        let next = |buf: &[u8], pos: &mut usize| -> Option<usize> {
+            let len = usize::try_from(read_varint(buf, pos)?).ok()?;
+            let start = *pos;
+            *pos = start.checked_add(len).filter(|e| *e <= buf.len())?;
+            Some(start)
+        };
+        let Some(slots) = read_varint(key, &mut k).and_then(|n| usize::try_from(n).ok()) else {
+            return false;
+        };
+        k += slots;
+        for i in 0..=slots {
+            let Some(start) = next(key, &mut k) else {
+                return false;
+            };
+            match std::str::from_utf8(&key[start..k]) {
+                Ok(seg) => out.push_str(seg),
+                Err(_) => return false,
+            }
+            if i == slots {
+                break;
+            }
+            let Some(start) = next(values, &mut v) else {
+                return false;
+            };
+            match std::str::from_utf8(&values[start..v]) {
+                Ok(var) => out.push_str(var),
+                Err(_) => return false,
+            }
+        }
+        v == values.len()
+    }
+
     /// Bytes of the file.
     pub fn bytes(&self) -> u64 {
         self.file.bytes()
@@ -352,6 +398,31 @@ mod tests {
             s.key
         );
         assert!(shape(&"a ".repeat(MAX_BODY_BYTES)).is_none());
+        // Template and values give the body back, byte for byte.
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Templates::open(dir.path()).unwrap();
+        for body in [
+            text.as_str(),
+            "",
+            "42",
+            "a1 b2",
+            "no digits here",
+            "x 7 y 8 z",
+        ] {
+            let s = shape(body).unwrap();
+            let n = t.number(&s.key).unwrap();
+            let mut out = String::new();
+            assert!(t.render(n, &s.values, &mut out), "{body}");
+            assert_eq!(out, body);
+            // Too few or too many values: refused.
+            if !s.values.is_empty() {
+                assert!(!t.render(n, &s.values[..s.values.len() - 1], &mut String::new()));
+            }
+            let mut more = s.values.clone();
+            more.extend_from_slice(&[1, b'9']);
+            assert!(!t.render(n, &more, &mut String::new()), "{body}");
+        }
+        assert!(!t.render(99, &[], &mut String::new()));
         let empty = shape("").unwrap();
         assert_eq!(decode(&empty.key).unwrap(), Vec::<Option<Box<str>>>::new());
         let unicode = shape("Ünïcode straße 12 Ende").unwrap();

@@ -1,0 +1,571 @@
+//! Row blocks: the stored part of log records, outside tantivy's document
+//! store. The records of one block ([`super::bloom`], up to 4096
+//! consecutive records of a partition) are kept together, column by
+//! column, each column compressed with zstd on its own:
+//!
+//! - `head`: observed time (delta), flags, dropped attribute count, trace
+//!   and span ids, event name ([`codec::encode_head`]);
+//! - `attributes` ([`codec::encode_attributes`]);
+//! - `templates`: per record `varint 0` (the body is a value) or
+//!   `varint n + 1` (the body is template `n`, [`super::template`]);
+//! - `body`: the value ([`codec::encode_value`]), or `varint length |
+//!   variables` ([`super::template::Shape::values`]).
+//!
+//! Columns of like values compress far better than whole rows, and a
+//! templated body keeps only its variables. A record's document holds its
+//! `slot` (block number << [`SLOT_BITS`] | index in the block) in a fast
+//! column; its time and shared part stay in the index's own columns.
+//!
+//! File format (`rows` in a partition directory): an append-only entry file
+//! ([`super::framed`]), one block per entry, payload `u64 block | u8
+//! version | varint records | 4 × (varint raw length | varint compressed
+//! length) | the 4 compressed columns`. Entries are appended and synced
+//! before the index commit that makes their records searchable; on open
+//! only entry heads are read (and the last entry checked whole).
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::codec::{self, CodecError, Pieces, Shared};
+use super::framed::{frame, FramedFile};
+use super::template::Templates;
+use crate::model::{AnyValue, LogRecord};
+use crate::storage::varint::{put_varint, read_varint};
+use crate::storage::StorageError;
+
+/// File name of a partition's row blocks.
+pub const FILE: &str = "rows";
+/// Bits of a record's index in its block within its slot number.
+pub const SLOT_BITS: u32 = 16;
+const VERSION: u8 = 1;
+const COLUMNS: usize = 4;
+/// Largest entry payload and decompressed column accepted (guards against
+/// a damaged length).
+const MAX_PAYLOAD: usize = 256 << 20;
+const MAX_COLUMN: usize = 1 << 30;
+/// Decoded blocks kept in memory per partition.
+const CACHED_BLOCKS: usize = 8;
+
+/// The slot number of the `index`-th record of `block`.
+pub fn slot(block: u64, index: usize) -> u64 {
+    (block << SLOT_BITS) | index as u64
+}
+
+/// The body of a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowBody {
+    /// An encoded value ([`codec::encode_value`]).
+    Value(Vec<u8>),
+    /// A template number and the variables ([`super::template::Shape::values`]).
+    Template(u32, Vec<u8>),
+}
+
+/// One record's stored part, encoded, before its block is written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowParts {
+    pub head: Vec<u8>,
+    pub attributes: Vec<u8>,
+    pub body: RowBody,
+}
+
+impl RowParts {
+    /// The parts of `r`, its body as a value.
+    pub fn of(r: &LogRecord) -> RowParts {
+        let mut head = Vec::with_capacity(16);
+        codec::encode_head(r, &mut head);
+        let mut attributes = Vec::with_capacity(64);
+        codec::encode_attributes(r, &mut attributes);
+        let mut body = Vec::new();
+        codec::encode_value(&r.body, &mut body);
+        RowParts {
+            head,
+            attributes,
+            body: RowBody::Value(body),
+        }
+    }
+}
+
+/// The payload of the file entry of `block` holding `rows`, in order.
+pub fn encode_block(block: u64, rows: &[RowParts], level: i32) -> Result<Vec<u8>, StorageError> {
+    let mut cols: [Vec<u8>; COLUMNS] = Default::default();
+    for r in rows {
+        cols[0].extend_from_slice(&r.head);
+        cols[1].extend_from_slice(&r.attributes);
+        match &r.body {
+            RowBody::Value(v) => {
+                cols[2].push(0);
+                cols[3].extend_from_slice(v);
+            }
+            RowBody::Template(n, values) => {
+                put_varint(&mut cols[2], *n as u64 + 1);
+                put_varint(&mut cols[3], values.len() as u64);
+                cols[3].extend_from_slice(values);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    out.extend_from_slice(&block.to_le_bytes());
+    out.push(VERSION);
+    put_varint(&mut out, rows.len() as u64);
+    let mut packed = Vec::with_capacity(COLUMNS);
+    for c in &cols {
+        packed.push(zstd::bulk::compress(c, level)?);
+    }
+    for (c, z) in cols.iter().zip(&packed) {
+        put_varint(&mut out, c.len() as u64);
+        put_varint(&mut out, z.len() as u64);
+    }
+    for z in packed {
+        out.extend_from_slice(&z);
+    }
+    Ok(out)
+}
+
+/// A block's columns, decompressed, with where each record starts.
+#[derive(Debug)]
+pub struct DecodedBlock {
+    head: Vec<u8>,
+    attributes: Vec<u8>,
+    body: Vec<u8>,
+    rows: Vec<RowAt>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RowAt {
+    head: u32,
+    attributes: u32,
+    body: u32,
+    /// 0: the body is a value; n + 1: template n.
+    template: u64,
+}
+
+fn damaged(what: &'static str) -> CodecError {
+    CodecError::new(what)
+}
+
+/// The block number of an entry payload.
+fn block_of(payload: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
+}
+
+/// Decodes an entry payload (every length checked: a damaged payload is an
+/// error, not a panic).
+pub fn decode_block(payload: &[u8]) -> Result<DecodedBlock, CodecError> {
+    let mut pos = 8;
+    if payload.len() < 9 || payload[8] != VERSION {
+        return Err(damaged("row block version"));
+    }
+    pos += 1;
+    let count = read_varint(payload, &mut pos).ok_or(damaged("row count"))? as usize;
+    let mut sizes = [(0usize, 0usize); COLUMNS];
+    for s in &mut sizes {
+        let raw = read_varint(payload, &mut pos).ok_or(damaged("column size"))? as usize;
+        let packed = read_varint(payload, &mut pos).ok_or(damaged("column size"))? as usize;
+        if raw > MAX_COLUMN {
+            return Err(damaged("column size"));
+        }
+        *s = (raw, packed);
+    }
+    let mut cols: Vec<Vec<u8>> = Vec::with_capacity(COLUMNS);
+    for (raw, packed) in sizes {
+        let end = pos.checked_add(packed).ok_or(damaged("column size"))?;
+        let z = payload.get(pos..end).ok_or(damaged("truncated column"))?;
+        pos = end;
+        let c = zstd::bulk::decompress(z, raw).map_err(|_| damaged("column compression"))?;
+        if c.len() != raw {
+            return Err(damaged("column size"));
+        }
+        cols.push(c);
+    }
+    if pos != payload.len() || count > cols[0].len() {
+        return Err(damaged("row block length"));
+    }
+    let body = cols.pop().unwrap_or_default();
+    let templates = cols.pop().unwrap_or_default();
+    let attributes = cols.pop().unwrap_or_default();
+    let head = cols.pop().unwrap_or_default();
+    let (mut h, mut a, mut b) = (
+        Pieces::new(&head),
+        Pieces::new(&attributes),
+        Pieces::new(&body),
+    );
+    let mut t = 0;
+    let mut rows = Vec::with_capacity(count);
+    for _ in 0..count {
+        let at = RowAt {
+            head: h.pos() as u32,
+            attributes: a.pos() as u32,
+            body: b.pos() as u32,
+            template: read_varint(&templates, &mut t).ok_or(damaged("template column"))?,
+        };
+        h.skip_head()?;
+        a.skip_attributes()?;
+        if at.template == 0 {
+            b.skip_value()?;
+        } else {
+            let len = b.varint()? as usize;
+            b.skip_raw(len)?;
+        }
+        rows.push(at);
+    }
+    h.end()?;
+    a.end()?;
+    b.end()?;
+    if t != templates.len() {
+        return Err(damaged("template column"));
+    }
+    Ok(DecodedBlock {
+        head,
+        attributes,
+        body,
+        rows,
+    })
+}
+
+impl DecodedBlock {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The body of the `i`-th record.
+    pub fn body(&self, i: usize, templates: &Templates) -> Result<AnyValue, CodecError> {
+        let at = self.rows.get(i).ok_or(damaged("row index"))?;
+        let mut b = Pieces::at(&self.body, at.body as usize);
+        if at.template == 0 {
+            return b.value();
+        }
+        let len = b.varint()? as usize;
+        let from = b.pos();
+        let values = self
+            .body
+            .get(from..from + len)
+            .ok_or(damaged("body variables"))?;
+        let n = u32::try_from(at.template - 1).map_err(|_| damaged("template number"))?;
+        let mut text = String::new();
+        if !templates.render(n, values, &mut text) {
+            return Err(damaged("template or its variables"));
+        }
+        Ok(AnyValue::String(text))
+    }
+
+    /// The `i`-th record, with its time and shared part.
+    pub fn record(
+        &self,
+        i: usize,
+        time_ns: u64,
+        shared: &Shared,
+        templates: &Templates,
+    ) -> Result<LogRecord, CodecError> {
+        let at = self.rows.get(i).ok_or(damaged("row index"))?;
+        let mut r = LogRecord {
+            resource: shared.resource.clone(),
+            scope: shared.scope.clone(),
+            time_ns,
+            observed_time_ns: 0,
+            severity_number: shared.severity_number,
+            severity_text: shared.severity_text.clone(),
+            body: self.body(i, templates)?,
+            attributes: Pieces::at(&self.attributes, at.attributes as usize).attributes()?,
+            dropped_attributes_count: 0,
+            flags: 0,
+            trace_id: None,
+            span_id: None,
+            event_name: String::new(),
+        };
+        Pieces::at(&self.head, at.head as usize).head_into(&mut r)?;
+        Ok(r)
+    }
+}
+
+/// A partition's row blocks: where each block's entry is in the file, and
+/// the last blocks read.
+#[derive(Debug)]
+pub struct RowFile {
+    file: FramedFile,
+    reader: Option<File>,
+    /// Block number → (payload offset, length).
+    blocks: HashMap<u64, (u64, usize)>,
+    cache: Mutex<VecDeque<(u64, Arc<DecodedBlock>)>>,
+}
+
+impl RowFile {
+    /// Opens the row blocks of a partition directory, dropping a torn tail.
+    pub fn open(dir: &Path) -> Result<RowFile, StorageError> {
+        let mut blocks = HashMap::new();
+        let file = FramedFile::scan(
+            dir.join(FILE),
+            MAX_PAYLOAD,
+            8,
+            "row block",
+            |at, len, head| match block_of(head) {
+                Some(b) => {
+                    blocks.insert(b, (at, len));
+                    true
+                }
+                None => false,
+            },
+            |last| decode_block(last).is_ok(),
+        )?;
+        let reader = if blocks.is_empty() {
+            None
+        } else {
+            Some(File::open(file.path())?)
+        };
+        Ok(RowFile {
+            file,
+            reader,
+            blocks,
+            cache: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// Appends block payloads ([`encode_block`]) and syncs them. On an
+    /// error the file is cut back and nothing is added.
+    pub fn append(&mut self, payloads: &[Vec<u8>]) -> Result<(), StorageError> {
+        let mut buf = Vec::with_capacity(payloads.iter().map(|p| p.len() + 8).sum());
+        let mut at = Vec::with_capacity(payloads.len());
+        let start = self.file.bytes();
+        for p in payloads {
+            let block = block_of(p).ok_or_else(|| {
+                StorageError::Backend("log rows: a block payload without its number".into())
+            })?;
+            at.push((block, start + buf.len() as u64 + 4, p.len()));
+            frame(p, &mut buf);
+        }
+        self.file.append(&buf)?;
+        if self.reader.is_none() && !at.is_empty() {
+            self.reader = Some(File::open(self.file.path())?);
+        }
+        for (block, offset, len) in at {
+            self.blocks.insert(block, (offset, len));
+        }
+        Ok(())
+    }
+
+    /// The decoded rows of `block`.
+    pub fn block(&self, block: u64) -> Result<Arc<DecodedBlock>, StorageError> {
+        if let Some((_, b)) = self.cache.lock().iter().find(|(n, _)| *n == block) {
+            return Ok(b.clone());
+        }
+        let missing = || StorageError::Backend(format!("log rows: block {block} is missing"));
+        let (offset, len) = *self.blocks.get(&block).ok_or_else(missing)?;
+        let reader = self.reader.as_ref().ok_or_else(missing)?;
+        let mut payload = vec![0u8; len];
+        reader.read_exact_at(&mut payload, offset)?;
+        let decoded = Arc::new(
+            decode_block(&payload)
+                .map_err(|e| StorageError::Backend(format!("log rows: block {block}: {e}")))?,
+        );
+        let mut cache = self.cache.lock();
+        if cache.len() >= CACHED_BLOCKS {
+            cache.pop_front();
+        }
+        cache.push_back((block, decoded.clone()));
+        Ok(decoded)
+    }
+
+    /// Bytes of the file.
+    pub fn bytes(&self) -> u64 {
+        self.file.bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SpanId, TraceId};
+    use crate::storage::logs::template;
+    use crate::storage::suite;
+
+    /// Records with every field set in some way, and their rows (string
+    /// bodies by template where they have one).
+    fn records(templates: &mut Templates) -> (Vec<LogRecord>, Vec<RowParts>) {
+        let mut out = Vec::new();
+        for n in 0..50u64 {
+            let body = match n % 5 {
+                0 => format!("GET /items/{n} took {}ms by Alice", n * 3),
+                1 => format!("cache miss key=user:{n}:profile shard={}", n % 4),
+                2 => format!("{}{}", "long ".repeat(1000), n),
+                _ => String::new(),
+            };
+            let mut r = suite::log(1_000_000 + n, "svc", &body, Some(n as u8));
+            r.observed_time_ns = if n % 2 == 0 {
+                r.time_ns + 500
+            } else {
+                r.time_ns - 7
+            };
+            r.flags = (n % 3) as u32;
+            r.dropped_attributes_count = (n % 2) as u32;
+            // (All-zero ids are not ids.)
+            r.span_id = (n % 4 == 0).then_some(SpanId([n as u8 + 1; 8]));
+            r.trace_id = (n % 3 != 0).then_some(TraceId([n as u8 + 1; 16]));
+            r.event_name = if n % 7 == 0 {
+                "evt".into()
+            } else {
+                String::new()
+            };
+            r.attributes = vec![
+                ("http.status_code".into(), AnyValue::Int(200 + n as i64)),
+                (
+                    "user".into(),
+                    AnyValue::Map(vec![("id".into(), AnyValue::String(format!("u{n}")))]),
+                ),
+            ];
+            match n % 5 {
+                3 => {
+                    r.body = AnyValue::Map(vec![("k".into(), AnyValue::Double(n as f64))]);
+                }
+                4 => r.body = AnyValue::Empty,
+                _ => {}
+            }
+            out.push(r);
+        }
+        let rows = out
+            .iter()
+            .map(|r| {
+                let mut row = RowParts::of(r);
+                if let AnyValue::String(s) = &r.body {
+                    if let Some(shape) = template::shape(s) {
+                        let n = templates.number(&shape.key).unwrap();
+                        row.body = RowBody::Template(n, shape.values);
+                    }
+                }
+                row
+            })
+            .collect();
+        (out, rows)
+    }
+
+    fn shared_of(r: &LogRecord) -> Shared {
+        let mut buf = Vec::new();
+        codec::encode_shared(r, &mut buf);
+        codec::decode_shared(&buf).unwrap()
+    }
+
+    #[test]
+    fn a_block_gives_back_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut templates = Templates::open(dir.path()).unwrap();
+        let (recs, rows) = records(&mut templates);
+        assert!(rows.iter().any(|r| matches!(r.body, RowBody::Template(..))));
+        assert!(rows.iter().any(|r| matches!(r.body, RowBody::Value(..))));
+        let payload = encode_block(7, &rows, 3).unwrap();
+        assert_eq!(block_of(&payload), Some(7));
+        let block = decode_block(&payload).unwrap();
+        assert_eq!(block.len(), recs.len());
+        for (i, r) in recs.iter().enumerate() {
+            let got = block
+                .record(i, r.time_ns, &shared_of(r), &templates)
+                .unwrap();
+            assert_eq!(&got, r, "record {i}");
+            assert_eq!(block.body(i, &templates).unwrap(), r.body);
+        }
+        assert!(block
+            .record(recs.len(), 0, &shared_of(&recs[0]), &templates)
+            .is_err());
+        // A template the partition does not know: an error.
+        let empty = Templates::open(tempfile::tempdir().unwrap().path()).unwrap();
+        assert!(block.body(0, &empty).is_err());
+        // An empty block.
+        let none = decode_block(&encode_block(1, &[], 3).unwrap()).unwrap();
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_damaged_block_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut templates = Templates::open(dir.path()).unwrap();
+        let (recs, rows) = records(&mut templates);
+        let payload = encode_block(3, &rows[..10], 3).unwrap();
+        for cut in 0..payload.len() {
+            assert!(decode_block(&payload[..cut]).is_err(), "cut at {cut}");
+        }
+        let shared = shared_of(&recs[0]);
+        for i in 0..payload.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut p = payload.clone();
+                p[i] ^= flip;
+                // Either refused or decoded into something; never a panic.
+                if let Ok(b) = decode_block(&p) {
+                    for k in 0..b.len() {
+                        let _ = b.record(k, 0, &shared, &templates);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_row_file_appends_reopens_and_cuts_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut templates = Templates::open(dir.path()).unwrap();
+        let (recs, rows) = records(&mut templates);
+        let check = |f: &RowFile, block: u64, from: usize| {
+            let b = f.block(block).unwrap();
+            for i in 0..b.len() {
+                let r = &recs[from + i];
+                let got = b.record(i, r.time_ns, &shared_of(r), &templates).unwrap();
+                assert_eq!(&got, r);
+            }
+        };
+        let payloads: Vec<Vec<u8>> = (0..3)
+            .map(|b| encode_block(b, &rows[b as usize * 10..b as usize * 10 + 10], 3).unwrap())
+            .collect();
+        {
+            let mut f = RowFile::open(dir.path()).unwrap();
+            assert!(f.block(0).is_err());
+            f.append(&payloads[..2]).unwrap();
+            f.append(&payloads[2..]).unwrap();
+            f.append(&[]).unwrap();
+            for b in 0..3 {
+                check(&f, b, b as usize * 10);
+            }
+        }
+        let path = dir.path().join(FILE);
+        let f = RowFile::open(dir.path()).unwrap();
+        for b in 0..3 {
+            check(&f, b, b as usize * 10);
+        }
+        assert!(f.block(3).is_err());
+        let whole = f.bytes();
+        drop(f);
+        // A torn last entry: cut, the blocks before it stay.
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(whole - 5).unwrap();
+        drop(file);
+        let mut f = RowFile::open(dir.path()).unwrap();
+        assert!(f.block(2).is_err());
+        check(&f, 1, 10);
+        assert!(std::fs::metadata(&path).unwrap().len() < whole);
+        // Appends go on after the cut.
+        f.append(&payloads[2..]).unwrap();
+        check(&f, 2, 20);
+        drop(f);
+        let f = RowFile::open(dir.path()).unwrap();
+        check(&f, 2, 20);
+        let whole = f.bytes();
+        drop(f);
+        // A last entry whose checksum holds but whose payload is not a row
+        // block (a zeroed tail): cut too.
+        let mut garbage = Vec::new();
+        frame(&[0u8; 12], &mut garbage);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut file, &garbage).unwrap();
+        drop(file);
+        let f = RowFile::open(dir.path()).unwrap();
+        assert_eq!(f.bytes(), whole);
+        check(&f, 2, 20);
+    }
+}
