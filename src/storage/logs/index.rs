@@ -62,7 +62,7 @@ use tantivy::{
 };
 
 use super::bloom::{self, BlockBuilder, BlockFilter, FilterFile};
-use super::rows::{self, RowBody, RowFile, RowParts};
+use super::rows::{self, BlockCache, RowBody, RowFile, RowParts};
 use super::template::{self, Templates};
 use super::{
     attribute_keywords, body_text, codec, record_id, resource_keywords, severity_class,
@@ -94,10 +94,13 @@ pub struct LogIndexOptions {
     pub writer_memory_bytes: usize,
     /// Indexing threads of one partition's writer.
     pub writer_threads: usize,
-    /// zstd level of the document store.
+    /// zstd level of row blocks (and of the document store of partitions
+    /// made before row blocks).
     pub zstd_level: i32,
     /// Uncompressed bytes per document store block.
     pub docstore_block_bytes: usize,
+    /// Bytes of decoded row blocks kept in memory (all partitions).
+    pub row_cache_bytes: usize,
 }
 
 impl Default for LogIndexOptions {
@@ -108,8 +111,9 @@ impl Default for LogIndexOptions {
             retention: Some(Duration::from_secs(7 * 86_400)),
             writer_memory_bytes: 64 << 20,
             writer_threads: 1,
-            zstd_level: 9,
+            zstd_level: 3,
             docstore_block_bytes: 1 << 20,
+            row_cache_bytes: rows::CACHE_BYTES,
         }
     }
 }
@@ -392,6 +396,7 @@ impl Partition {
         start_ns: u64,
         end_ns: u64,
         opts: &LogIndexOptions,
+        cache: &Arc<BlockCache>,
     ) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = self::schema();
@@ -453,7 +458,7 @@ impl Partition {
             .register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer));
         let filters = FilterFile::open(dir)?;
         let templates = Templates::open(dir)?;
-        let rows = RowFile::open(dir)?;
+        let rows = RowFile::open(dir, &templates, start_ns, cache.clone())?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -543,8 +548,11 @@ impl Partition {
         };
         // Templates, rows, then filters: a file that is written is not
         // written again by a retry (nothing is appended twice).
+        // One lock at a time: readers take the templates' lock, then the
+        // rows'.
         let mut rows_written = false;
-        let written = self.templates.write().persist().and_then(|()| {
+        let persisted = self.templates.write().persist();
+        let written = persisted.and_then(|()| {
             self.rows.write().append(&finished_rows)?;
             rows_written = true;
             self.filters.write().append(&finished)
@@ -601,6 +609,8 @@ struct Inner {
     /// Seqs at or below this may already be in an index (written before a crash).
     replay_floor: u64,
     tail: TailHub,
+    /// Decoded row blocks of every partition.
+    cache: Arc<BlockCache>,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -621,6 +631,7 @@ impl LogIndex {
         }
         std::fs::create_dir_all(dir)?;
         let (_, fields) = schema();
+        let cache = BlockCache::new(opts.row_cache_bytes);
         let mut parts = BTreeMap::new();
         let mut replay_floor = 0;
         for entry in std::fs::read_dir(dir)? {
@@ -629,7 +640,7 @@ impl LogIndex {
             let Some((start, end)) = name.to_str().and_then(Partition::parse_dir_name) else {
                 continue;
             };
-            let p = Partition::open(&entry.path(), start, end, &opts)?;
+            let p = Partition::open(&entry.path(), start, end, &opts, &cache)?;
             replay_floor = replay_floor.max(p.max_id() >> ID_SHIFT);
             parts.insert(start, Arc::new(p));
         }
@@ -653,6 +664,7 @@ impl LogIndex {
             pending: RwLock::new(Vec::new()),
             replay_floor,
             tail: TailHub::default(),
+            cache,
             stop: Mutex::new(false),
             wake: Condvar::new(),
             opts,
@@ -810,6 +822,7 @@ impl Inner {
                 drop(w);
             }
             std::fs::remove_dir_all(&p.dir)?;
+            self.cache.forget(p.start_ns);
             tracing::info!(partition = %p.dir.display(), "log partition deleted by retention");
         }
         Ok(old.len())
@@ -835,7 +848,7 @@ impl Inner {
                 let start = t - t % len;
                 let end = start.saturating_add(len);
                 let dir = self.dir.join(Partition::dir_name(start, len));
-                let p = Arc::new(Partition::open(&dir, start, end, &self.opts)?);
+                let p = Arc::new(Partition::open(&dir, start, end, &self.opts, &self.cache)?);
                 self.parts.write().insert(start, p.clone());
                 p
             }
@@ -1598,7 +1611,11 @@ impl RowSource {
             .slot
             .first(doc)
             .ok_or_else(|| StorageError::Backend("log index: document without slot".into()))?;
-        let block = self.rows.read().block(slot >> rows::SLOT_BITS)?;
+        let templates = self.templates.read();
+        let block = self
+            .rows
+            .read()
+            .block(slot >> rows::SLOT_BITS, &templates)?;
         Ok((block, (slot & ((1 << rows::SLOT_BITS) - 1)) as usize))
     }
 
@@ -2477,7 +2494,7 @@ mod tests {
         let old_dir = dir
             .path()
             .join(Partition::dir_name(hour, 3_600_000_000_000));
-        drop(Partition::open(&old_dir, hour, 2 * hour, &opts()).unwrap());
+        drop(Partition::open(&old_dir, hour, 2 * hour, &opts(), &BlockCache::new(0)).unwrap());
         store.close().unwrap();
         drop(store);
         let store = LogIndex::open(dir.path(), opts_with_retention()).unwrap();

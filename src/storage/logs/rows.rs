@@ -23,7 +23,7 @@
 //! before the index commit that makes their records searchable; on open
 //! only entry heads are read (and the last entry checked whole).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -42,14 +42,14 @@ use crate::storage::StorageError;
 pub const FILE: &str = "rows";
 /// Bits of a record's index in its block within its slot number.
 pub const SLOT_BITS: u32 = 16;
-const VERSION: u8 = 1;
-const COLUMNS: usize = 4;
+const VERSION: u8 = 2;
+const COLUMNS: usize = 5;
 /// Largest entry payload and decompressed column accepted (guards against
 /// a damaged length).
 const MAX_PAYLOAD: usize = 256 << 20;
 const MAX_COLUMN: usize = 1 << 30;
-/// Decoded blocks kept in memory per partition.
-const CACHED_BLOCKS: usize = 8;
+/// Bytes of decoded blocks a store keeps in memory by default.
+pub const CACHE_BYTES: usize = 64 << 20;
 
 /// The slot number of the `index`-th record of `block`.
 pub fn slot(block: u64, index: usize) -> u64 {
@@ -90,9 +90,25 @@ impl RowParts {
     }
 }
 
+/// Splits encoded variables (`varint length | bytes` each) into their
+/// byte ranges; `None` when they are damaged.
+fn split_values(values: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < values.len() {
+        let len = usize::try_from(read_varint(values, &mut pos)?).ok()?;
+        let end = pos.checked_add(len).filter(|e| *e <= values.len())?;
+        out.push((pos, end));
+        pos = end;
+    }
+    Some(out)
+}
+
 /// The payload of the file entry of `block` holding `rows`, in order.
 pub fn encode_block(block: u64, rows: &[RowParts], level: i32) -> Result<Vec<u8>, StorageError> {
     let mut cols: [Vec<u8>; COLUMNS] = Default::default();
+    // Per template, per variable: the values of its records in order.
+    let mut slots: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
     for r in rows {
         cols[0].extend_from_slice(&r.head);
         cols[1].extend_from_slice(&r.attributes);
@@ -103,9 +119,27 @@ pub fn encode_block(block: u64, rows: &[RowParts], level: i32) -> Result<Vec<u8>
             }
             RowBody::Template(n, values) => {
                 put_varint(&mut cols[2], *n as u64 + 1);
-                put_varint(&mut cols[3], values.len() as u64);
-                cols[3].extend_from_slice(values);
+                let ranges = split_values(values).ok_or_else(|| {
+                    StorageError::Backend("log rows: damaged template variables".into())
+                })?;
+                let per = slots.entry(*n).or_default();
+                if per.is_empty() {
+                    per.resize(ranges.len(), Vec::new());
+                } else if per.len() != ranges.len() {
+                    return Err(StorageError::Backend(
+                        "log rows: records of one template with other variable counts".into(),
+                    ));
+                }
+                for ((from, to), out) in ranges.into_iter().zip(per.iter_mut()) {
+                    put_varint(out, (to - from) as u64);
+                    out.extend_from_slice(&values[from..to]);
+                }
             }
+        }
+    }
+    for per in slots.values() {
+        for values in per {
+            cols[4].extend_from_slice(values);
         }
     }
     let mut out = Vec::new();
@@ -131,7 +165,12 @@ pub fn encode_block(block: u64, rows: &[RowParts], level: i32) -> Result<Vec<u8>
 pub struct DecodedBlock {
     head: Vec<u8>,
     attributes: Vec<u8>,
-    body: Vec<u8>,
+    /// Bodies that are values.
+    values: Vec<u8>,
+    /// Template variables.
+    vars: Vec<u8>,
+    /// Byte ranges of template variables in `vars`, record after record.
+    var_ranges: Vec<(u32, u32)>,
     rows: Vec<RowAt>,
 }
 
@@ -139,6 +178,8 @@ pub struct DecodedBlock {
 struct RowAt {
     head: u32,
     attributes: u32,
+    /// A value: its offset in `values`; a template: the index of its first
+    /// variable in `var_ranges`.
     body: u32,
     /// 0: the body is a value; n + 1: template n.
     template: u64,
@@ -153,25 +194,33 @@ fn block_of(payload: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(payload.get(..8)?.try_into().ok()?))
 }
 
-/// Decodes an entry payload (every length checked: a damaged payload is an
-/// error, not a panic).
-pub fn decode_block(payload: &[u8]) -> Result<DecodedBlock, CodecError> {
+/// Decodes an entry payload; templated bodies need the partition's
+/// `templates` (every length checked: a damaged payload is an error, not
+/// a panic). Version 1 (bodies and variables in one column, each record's
+/// variables together) is read too.
+pub fn decode_block(payload: &[u8], templates: &Templates) -> Result<DecodedBlock, CodecError> {
     let mut pos = 8;
-    if payload.len() < 9 || payload[8] != VERSION {
-        return Err(damaged("row block version"));
-    }
+    let version = *payload.get(8).ok_or(damaged("row block version"))?;
+    let columns = match version {
+        1 => 4,
+        VERSION => COLUMNS,
+        _ => return Err(damaged("row block version")),
+    };
     pos += 1;
     let count = read_varint(payload, &mut pos).ok_or(damaged("row count"))? as usize;
-    let mut sizes = [(0usize, 0usize); COLUMNS];
-    for s in &mut sizes {
+    if count > super::bloom::BLOCK_RECORDS {
+        return Err(damaged("row count"));
+    }
+    let mut sizes = Vec::with_capacity(columns);
+    for _ in 0..columns {
         let raw = read_varint(payload, &mut pos).ok_or(damaged("column size"))? as usize;
         let packed = read_varint(payload, &mut pos).ok_or(damaged("column size"))? as usize;
         if raw > MAX_COLUMN {
             return Err(damaged("column size"));
         }
-        *s = (raw, packed);
+        sizes.push((raw, packed));
     }
-    let mut cols: Vec<Vec<u8>> = Vec::with_capacity(COLUMNS);
+    let mut cols: VecDeque<Vec<u8>> = VecDeque::with_capacity(columns);
     for (raw, packed) in sizes {
         let end = pos.checked_add(packed).ok_or(damaged("column size"))?;
         let z = payload.get(pos..end).ok_or(damaged("truncated column"))?;
@@ -180,54 +229,111 @@ pub fn decode_block(payload: &[u8]) -> Result<DecodedBlock, CodecError> {
         if c.len() != raw {
             return Err(damaged("column size"));
         }
-        cols.push(c);
+        cols.push_back(c);
     }
-    if pos != payload.len() || count > cols[0].len() {
+    if pos != payload.len() {
         return Err(damaged("row block length"));
     }
-    let body = cols.pop().unwrap_or_default();
-    let templates = cols.pop().unwrap_or_default();
-    let attributes = cols.pop().unwrap_or_default();
-    let head = cols.pop().unwrap_or_default();
+    let mut next = || cols.pop_front().unwrap_or_default();
+    let (head, attributes, template_col, values) = (next(), next(), next(), next());
+    let vars = if version == 1 { Vec::new() } else { next() };
     let (mut h, mut a, mut b) = (
         Pieces::new(&head),
         Pieces::new(&attributes),
-        Pieces::new(&body),
+        Pieces::new(&values),
     );
     let mut t = 0;
     let mut rows = Vec::with_capacity(count);
-    for _ in 0..count {
+    let mut var_ranges: Vec<(u32, u32)> = Vec::new();
+    // Version 2: per template, its records (index in `rows`, first
+    // variable) in order.
+    let mut by_template: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+    for i in 0..count {
+        let template = read_varint(&template_col, &mut t).ok_or(damaged("template column"))?;
         let at = RowAt {
             head: h.pos() as u32,
             attributes: a.pos() as u32,
-            body: b.pos() as u32,
-            template: read_varint(&templates, &mut t).ok_or(damaged("template column"))?,
+            body: if template == 0 {
+                b.pos() as u32
+            } else {
+                var_ranges.len() as u32
+            },
+            template,
         };
         h.skip_head()?;
         a.skip_attributes()?;
-        if at.template == 0 {
+        if template == 0 {
             b.skip_value()?;
         } else {
-            let len = b.varint()? as usize;
-            b.skip_raw(len)?;
+            let n = u32::try_from(template - 1).map_err(|_| damaged("template number"))?;
+            let slots = templates.slots(n).ok_or(damaged("unknown template"))?;
+            if slots > MAX_COLUMN / 2 {
+                return Err(damaged("template"));
+            }
+            if version == 1 {
+                // The record's variables follow its length, in the body column.
+                let len = b.varint()? as usize;
+                let from = b.pos();
+                b.skip_raw(len)?;
+                let ranges =
+                    split_values(&values[from..from + len]).ok_or(damaged("body variables"))?;
+                if ranges.len() != slots {
+                    return Err(damaged("body variables"));
+                }
+                var_ranges.extend(
+                    ranges
+                        .into_iter()
+                        .map(|(f, e)| ((from + f) as u32, (from + e) as u32)),
+                );
+            } else {
+                var_ranges.resize(var_ranges.len() + slots, (0, 0));
+                by_template.entry(template).or_default().push(i);
+            }
         }
         rows.push(at);
     }
     h.end()?;
     a.end()?;
     b.end()?;
-    if t != templates.len() {
+    if t != template_col.len() {
         return Err(damaged("template column"));
     }
+    let mut v = Pieces::new(&vars);
+    for (template, records) in &by_template {
+        let slots = templates
+            .slots((*template - 1) as u32)
+            .ok_or(damaged("unknown template"))?;
+        for slot in 0..slots {
+            for r in records {
+                let len = v.varint()? as usize;
+                let from = v.pos();
+                v.skip_raw(len)?;
+                var_ranges[rows[*r].body as usize + slot] = (from as u32, v.pos() as u32);
+            }
+        }
+    }
+    v.end()?;
     Ok(DecodedBlock {
         head,
         attributes,
-        body,
+        vars: if version == 1 { values.clone() } else { vars },
+        values,
+        var_ranges,
         rows,
     })
 }
 
 impl DecodedBlock {
+    /// Bytes held in memory (about).
+    pub fn bytes(&self) -> usize {
+        self.head.len()
+            + self.attributes.len()
+            + self.values.len()
+            + self.vars.len()
+            + self.var_ranges.len() * std::mem::size_of::<(u32, u32)>()
+            + self.rows.len() * std::mem::size_of::<RowAt>()
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }
@@ -239,19 +345,17 @@ impl DecodedBlock {
     /// The body of the `i`-th record.
     pub fn body(&self, i: usize, templates: &Templates) -> Result<AnyValue, CodecError> {
         let at = self.rows.get(i).ok_or(damaged("row index"))?;
-        let mut b = Pieces::at(&self.body, at.body as usize);
         if at.template == 0 {
-            return b.value();
+            return Pieces::at(&self.values, at.body as usize).value();
         }
-        let len = b.varint()? as usize;
-        let from = b.pos();
-        let values = self
-            .body
-            .get(from..from + len)
-            .ok_or(damaged("body variables"))?;
         let n = u32::try_from(at.template - 1).map_err(|_| damaged("template number"))?;
+        let first = at.body as usize;
+        let var = |k: usize| {
+            let (from, to) = *self.var_ranges.get(first + k)?;
+            self.vars.get(from as usize..to as usize)
+        };
         let mut text = String::new();
-        if !templates.render(n, values, &mut text) {
+        if !templates.render_with(n, var, &mut text) {
             return Err(damaged("template or its variables"));
         }
         Ok(AnyValue::String(text))
@@ -294,12 +398,104 @@ pub struct RowFile {
     reader: Option<File>,
     /// Block number → (payload offset, length).
     blocks: HashMap<u64, (u64, usize)>,
-    cache: Mutex<VecDeque<(u64, Arc<DecodedBlock>)>>,
+    /// This partition's key in `cache`.
+    key: u64,
+    cache: Arc<BlockCache>,
+}
+
+/// Decoded blocks of a store's partitions, least recently used dropped
+/// first beyond a byte budget.
+#[derive(Debug)]
+pub struct BlockCache {
+    budget: usize,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Debug, Default)]
+struct CacheState {
+    /// (partition, block) → block and its last use.
+    blocks: HashMap<(u64, u64), (Arc<DecodedBlock>, u64)>,
+    bytes: usize,
+    clock: u64,
+}
+
+impl BlockCache {
+    pub fn new(budget: usize) -> Arc<BlockCache> {
+        Arc::new(BlockCache {
+            budget,
+            state: Mutex::new(CacheState::default()),
+        })
+    }
+
+    fn get(&self, key: (u64, u64)) -> Option<Arc<DecodedBlock>> {
+        let mut st = self.state.lock();
+        st.clock += 1;
+        let now = st.clock;
+        st.blocks.get_mut(&key).map(|(b, used)| {
+            *used = now;
+            b.clone()
+        })
+    }
+
+    fn put(&self, key: (u64, u64), block: Arc<DecodedBlock>) {
+        let size = block.bytes();
+        if size > self.budget {
+            return;
+        }
+        let mut st = self.state.lock();
+        st.clock += 1;
+        let now = st.clock;
+        if let Some((old, _)) = st.blocks.insert(key, (block, now)) {
+            st.bytes -= old.bytes();
+        }
+        st.bytes += size;
+        while st.bytes > self.budget {
+            let Some(oldest) = st
+                .blocks
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| *k)
+            else {
+                break;
+            };
+            if let Some((b, _)) = st.blocks.remove(&oldest) {
+                st.bytes -= b.bytes();
+            }
+        }
+    }
+
+    /// Drops the blocks of partition `partition` (deleted).
+    pub fn forget(&self, partition: u64) {
+        let mut st = self.state.lock();
+        let gone: Vec<(u64, u64)> = st
+            .blocks
+            .keys()
+            .filter(|k| k.0 == partition)
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some((b, _)) = st.blocks.remove(&k) {
+                st.bytes -= b.bytes();
+            }
+        }
+    }
+
+    /// Bytes of the blocks held.
+    pub fn bytes(&self) -> usize {
+        self.state.lock().bytes
+    }
 }
 
 impl RowFile {
-    /// Opens the row blocks of a partition directory, dropping a torn tail.
-    pub fn open(dir: &Path) -> Result<RowFile, StorageError> {
+    /// Opens the row blocks of a partition directory (whose templates are
+    /// `templates`), dropping a torn tail; decoded blocks go to `cache`
+    /// under the partition's `key`.
+    pub fn open(
+        dir: &Path,
+        templates: &Templates,
+        key: u64,
+        cache: Arc<BlockCache>,
+    ) -> Result<RowFile, StorageError> {
         let mut blocks = HashMap::new();
         let file = FramedFile::scan(
             dir.join(FILE),
@@ -313,7 +509,7 @@ impl RowFile {
                 }
                 None => false,
             },
-            |last| decode_block(last).is_ok(),
+            |last| decode_block(last, templates).is_ok(),
         )?;
         let reader = if blocks.is_empty() {
             None
@@ -324,7 +520,8 @@ impl RowFile {
             file,
             reader,
             blocks,
-            cache: Mutex::new(VecDeque::new()),
+            key,
+            cache,
         })
     }
 
@@ -351,10 +548,14 @@ impl RowFile {
         Ok(())
     }
 
-    /// The decoded rows of `block`.
-    pub fn block(&self, block: u64) -> Result<Arc<DecodedBlock>, StorageError> {
-        if let Some((_, b)) = self.cache.lock().iter().find(|(n, _)| *n == block) {
-            return Ok(b.clone());
+    /// The decoded rows of `block` (`templates`: the partition's).
+    pub fn block(
+        &self,
+        block: u64,
+        templates: &Templates,
+    ) -> Result<Arc<DecodedBlock>, StorageError> {
+        if let Some(b) = self.cache.get((self.key, block)) {
+            return Ok(b);
         }
         let missing = || StorageError::Backend(format!("log rows: block {block} is missing"));
         let (offset, len) = *self.blocks.get(&block).ok_or_else(missing)?;
@@ -362,14 +563,10 @@ impl RowFile {
         let mut payload = vec![0u8; len];
         reader.read_exact_at(&mut payload, offset)?;
         let decoded = Arc::new(
-            decode_block(&payload)
+            decode_block(&payload, templates)
                 .map_err(|e| StorageError::Backend(format!("log rows: block {block}: {e}")))?,
         );
-        let mut cache = self.cache.lock();
-        if cache.len() >= CACHED_BLOCKS {
-            cache.pop_front();
-        }
-        cache.push_back((block, decoded.clone()));
+        self.cache.put((self.key, block), decoded.clone());
         Ok(decoded)
     }
 
@@ -460,7 +657,7 @@ mod tests {
         assert!(rows.iter().any(|r| matches!(r.body, RowBody::Value(..))));
         let payload = encode_block(7, &rows, 3).unwrap();
         assert_eq!(block_of(&payload), Some(7));
-        let block = decode_block(&payload).unwrap();
+        let block = decode_block(&payload, &templates).unwrap();
         assert_eq!(block.len(), recs.len());
         for (i, r) in recs.iter().enumerate() {
             let got = block
@@ -476,8 +673,85 @@ mod tests {
         let empty = Templates::open(tempfile::tempdir().unwrap().path()).unwrap();
         assert!(block.body(0, &empty).is_err());
         // An empty block.
-        let none = decode_block(&encode_block(1, &[], 3).unwrap()).unwrap();
+        let none = decode_block(&encode_block(1, &[], 3).unwrap(), &templates).unwrap();
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn the_cache_keeps_recent_blocks_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut templates = Templates::open(dir.path()).unwrap();
+        let (_, rows) = records(&mut templates);
+        let block =
+            Arc::new(decode_block(&encode_block(0, &rows, 3).unwrap(), &templates).unwrap());
+        let size = block.bytes();
+        assert!(size > 0);
+        let cache = BlockCache::new(size * 2);
+        cache.put((1, 0), block.clone());
+        cache.put((1, 1), block.clone());
+        assert!(cache.get((1, 0)).is_some());
+        // Over budget: the least recently used goes.
+        cache.put((2, 0), block.clone());
+        assert!(cache.get((1, 1)).is_none());
+        assert!(cache.get((1, 0)).is_some());
+        assert!(cache.get((2, 0)).is_some());
+        assert_eq!(cache.bytes(), size * 2);
+        cache.forget(1);
+        assert!(cache.get((1, 0)).is_none());
+        assert_eq!(cache.bytes(), size);
+        // A block larger than the budget is not kept.
+        let tiny = BlockCache::new(size - 1);
+        tiny.put((1, 0), block);
+        assert_eq!(tiny.bytes(), 0);
+    }
+
+    #[test]
+    fn version_1_blocks_are_read() {
+        // Version 1: four columns; a templated body is `varint length |
+        // variables` in the body column, after the values of other rows.
+        let dir = tempfile::tempdir().unwrap();
+        let mut templates = Templates::open(dir.path()).unwrap();
+        let (recs, rows) = records(&mut templates);
+        let mut cols: [Vec<u8>; 4] = Default::default();
+        for r in &rows {
+            cols[0].extend_from_slice(&r.head);
+            cols[1].extend_from_slice(&r.attributes);
+            match &r.body {
+                RowBody::Value(v) => {
+                    cols[2].push(0);
+                    cols[3].extend_from_slice(v);
+                }
+                RowBody::Template(n, values) => {
+                    put_varint(&mut cols[2], *n as u64 + 1);
+                    put_varint(&mut cols[3], values.len() as u64);
+                    cols[3].extend_from_slice(values);
+                }
+            }
+        }
+        let mut payload = 5u64.to_le_bytes().to_vec();
+        payload.push(1);
+        put_varint(&mut payload, rows.len() as u64);
+        let packed: Vec<Vec<u8>> = cols
+            .iter()
+            .map(|c| zstd::bulk::compress(c, 3).unwrap())
+            .collect();
+        for (c, z) in cols.iter().zip(&packed) {
+            put_varint(&mut payload, c.len() as u64);
+            put_varint(&mut payload, z.len() as u64);
+        }
+        for z in &packed {
+            payload.extend_from_slice(z);
+        }
+        let block = decode_block(&payload, &templates).unwrap();
+        for (i, r) in recs.iter().enumerate() {
+            let got = block
+                .record(i, r.time_ns, &shared_of(r), &templates)
+                .unwrap();
+            assert_eq!(&got, r, "record {i}");
+        }
+        // An unknown version is refused.
+        payload[8] = 9;
+        assert!(decode_block(&payload, &templates).is_err());
     }
 
     #[test]
@@ -487,7 +761,10 @@ mod tests {
         let (recs, rows) = records(&mut templates);
         let payload = encode_block(3, &rows[..10], 3).unwrap();
         for cut in 0..payload.len() {
-            assert!(decode_block(&payload[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_block(&payload[..cut], &templates).is_err(),
+                "cut at {cut}"
+            );
         }
         let shared = shared_of(&recs[0]);
         for i in 0..payload.len() {
@@ -495,7 +772,7 @@ mod tests {
                 let mut p = payload.clone();
                 p[i] ^= flip;
                 // Either refused or decoded into something; never a panic.
-                if let Ok(b) = decode_block(&p) {
+                if let Ok(b) = decode_block(&p, &templates) {
                     for k in 0..b.len() {
                         let _ = b.record(k, 0, &shared, &templates);
                     }
@@ -510,7 +787,7 @@ mod tests {
         let mut templates = Templates::open(dir.path()).unwrap();
         let (recs, rows) = records(&mut templates);
         let check = |f: &RowFile, block: u64, from: usize| {
-            let b = f.block(block).unwrap();
+            let b = f.block(block, &templates).unwrap();
             for i in 0..b.len() {
                 let r = &recs[from + i];
                 let got = b.record(i, r.time_ns, &shared_of(r), &templates).unwrap();
@@ -521,8 +798,8 @@ mod tests {
             .map(|b| encode_block(b, &rows[b as usize * 10..b as usize * 10 + 10], 3).unwrap())
             .collect();
         {
-            let mut f = RowFile::open(dir.path()).unwrap();
-            assert!(f.block(0).is_err());
+            let mut f = RowFile::open(dir.path(), &templates, 1, BlockCache::new(1 << 20)).unwrap();
+            assert!(f.block(0, &templates).is_err());
             f.append(&payloads[..2]).unwrap();
             f.append(&payloads[2..]).unwrap();
             f.append(&[]).unwrap();
@@ -531,26 +808,26 @@ mod tests {
             }
         }
         let path = dir.path().join(FILE);
-        let f = RowFile::open(dir.path()).unwrap();
+        let f = RowFile::open(dir.path(), &templates, 1, BlockCache::new(1 << 20)).unwrap();
         for b in 0..3 {
             check(&f, b, b as usize * 10);
         }
-        assert!(f.block(3).is_err());
+        assert!(f.block(3, &templates).is_err());
         let whole = f.bytes();
         drop(f);
         // A torn last entry: cut, the blocks before it stay.
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         file.set_len(whole - 5).unwrap();
         drop(file);
-        let mut f = RowFile::open(dir.path()).unwrap();
-        assert!(f.block(2).is_err());
+        let mut f = RowFile::open(dir.path(), &templates, 1, BlockCache::new(1 << 20)).unwrap();
+        assert!(f.block(2, &templates).is_err());
         check(&f, 1, 10);
         assert!(std::fs::metadata(&path).unwrap().len() < whole);
         // Appends go on after the cut.
         f.append(&payloads[2..]).unwrap();
         check(&f, 2, 20);
         drop(f);
-        let f = RowFile::open(dir.path()).unwrap();
+        let f = RowFile::open(dir.path(), &templates, 1, BlockCache::new(1 << 20)).unwrap();
         check(&f, 2, 20);
         let whole = f.bytes();
         drop(f);
@@ -564,7 +841,7 @@ mod tests {
             .unwrap();
         std::io::Write::write_all(&mut file, &garbage).unwrap();
         drop(file);
-        let f = RowFile::open(dir.path()).unwrap();
+        let f = RowFile::open(dir.path(), &templates, 1, BlockCache::new(1 << 20)).unwrap();
         assert_eq!(f.bytes(), whole);
         check(&f, 2, 20);
     }

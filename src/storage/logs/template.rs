@@ -305,40 +305,66 @@ impl Templates {
     /// in [`Shape::values`]) to `out`; false when either is unknown or
     /// damaged (`out` may then hold part of it).
     pub fn render(&self, n: u32, values: &[u8], out: &mut String) -> bool {
+        let mut vars = Vec::new();
+        let mut pos = 0;
+        while pos < values.len() {
+            let Some(len) = read_varint(values, &mut pos).and_then(|l| usize::try_from(l).ok())
+            else {
+                return false;
+            };
+            let Some(v) = pos.checked_add(len).and_then(|end| values.get(pos..end)) else {
+                return false;
+            };
+            pos += len;
+            vars.push(v);
+        }
+        self.slots(n) == Some(vars.len()) && self.render_with(n, |i| vars.get(i).copied(), out)
+    }
+
+    /// The number of variables of template `n`.
+    pub fn slots(&self, n: u32) -> Option<usize> {
+        let key = self.table.keys.get(n as usize)?;
+        usize::try_from(read_varint(key, &mut 0)?).ok()
+    }
+
+    /// Appends the body of template `n` to `out`, its `i`-th variable
+    /// being `var(i)`; false when the template is unknown, a variable is
+    /// missing or not UTF-8 (`out` may then hold part of it).
+    pub fn render_with<'v>(
+        &self,
+        n: u32,
+        mut var: impl FnMut(usize) -> Option<&'v [u8]>,
+        out: &mut String,
+    ) -> bool {
         let Some(key) = self.table.keys.get(n as usize) else {
             return false;
         };
-        let (mut k, mut v) = (0, 0);
-        let next = |buf: &[u8], pos: &mut usize| -> Option<usize> {
-            let len = usize::try_from(read_varint(buf, pos)?).ok()?;
-            let start = *pos;
-            *pos = start.checked_add(len).filter(|e| *e <= buf.len())?;
-            Some(start)
-        };
+        let mut k = 0;
         let Some(slots) = read_varint(key, &mut k).and_then(|n| usize::try_from(n).ok()) else {
             return false;
         };
         k += slots;
         for i in 0..=slots {
-            let Some(start) = next(key, &mut k) else {
+            let Some(len) = read_varint(key, &mut k).and_then(|l| usize::try_from(l).ok()) else {
                 return false;
             };
-            match std::str::from_utf8(&key[start..k]) {
+            let Some(seg) = k.checked_add(len).and_then(|end| key.get(k..end)) else {
+                return false;
+            };
+            k += len;
+            match std::str::from_utf8(seg) {
                 Ok(seg) => out.push_str(seg),
                 Err(_) => return false,
             }
             if i == slots {
                 break;
             }
-            let Some(start) = next(values, &mut v) else {
-                return false;
-            };
-            match std::str::from_utf8(&values[start..v]) {
-                Ok(var) => out.push_str(var),
-                Err(_) => return false,
+            match var(i).map(std::str::from_utf8) {
+                Some(Ok(v)) => out.push_str(v),
+                _ => return false,
             }
         }
-        v == values.len()
+        true
     }
 
     /// Bytes of the file.
