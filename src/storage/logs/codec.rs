@@ -91,15 +91,7 @@ pub fn decode_shared(buf: &[u8]) -> Result<Shared, CodecError> {
 /// Encodes the rest of a record, without its time.
 pub fn encode_row(r: &LogRecord, out: &mut Vec<u8>) {
     out.push(VERSION);
-    varint(
-        out,
-        zigzag(r.observed_time_ns.wrapping_sub(r.time_ns) as i64),
-    );
-    varint(out, r.flags as u64);
-    varint(out, r.dropped_attributes_count as u64);
-    bytes(out, r.trace_id.as_ref().map_or(&[][..], |t| t.as_bytes()));
-    bytes(out, r.span_id.as_ref().map_or(&[][..], |s| s.as_bytes()));
-    string(out, &r.event_name);
+    encode_head(r, out);
     attrs(out, &r.attributes);
     value(out, &r.body);
 }

@@ -101,6 +101,10 @@ pub struct LogIndexOptions {
     pub docstore_block_bytes: usize,
     /// Bytes of decoded row blocks kept in memory (all partitions).
     pub row_cache_bytes: usize,
+    /// Body templates one partition numbers (at most
+    /// [`template::MAX_TEMPLATES`]); bodies of further shapes are indexed
+    /// word by word.
+    pub max_templates: usize,
 }
 
 impl Default for LogIndexOptions {
@@ -114,6 +118,7 @@ impl Default for LogIndexOptions {
             zstd_level: 3,
             docstore_block_bytes: 1 << 20,
             row_cache_bytes: rows::CACHE_BYTES,
+            max_templates: template::MAX_TEMPLATES,
         }
     }
 }
@@ -457,7 +462,8 @@ impl Partition {
             .tokenizers()
             .register(BODY_TOKENIZER, TextAnalyzer::from(BodyTokenizer));
         let filters = FilterFile::open(dir)?;
-        let templates = Templates::open(dir)?;
+        let mut templates = Templates::open(dir)?;
+        templates.limit(opts.max_templates);
         let rows = RowFile::open(dir, &templates, start_ns, cache.clone())?;
         let reader = index
             .reader_builder()
@@ -2209,6 +2215,68 @@ mod tests {
             assert_eq!(part.join(template::FILE).exists(), templated);
             assert!(!part.join(rows::FILE).exists());
         }
+    }
+
+    #[test]
+    fn bodies_beyond_the_template_limit_are_indexed_word_by_word() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = 3_600_000_000_000u64;
+        let words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
+        let all: Vec<crate::model::LogRecord> = (0..600u64)
+            .map(|n| {
+                let w = words[(n % 6) as usize];
+                let body = format!("step {w} done in {}ms on node{}", n % 13, n % 3);
+                suite::log(hour + n, "a", &body, None)
+            })
+            .collect();
+        let opts = LogIndexOptions {
+            max_templates: 2,
+            ..opts()
+        };
+        let check = |store: &LogIndex| {
+            for q in [
+                "step",
+                "charlie done",
+                "foxtrot done in 5ms",
+                "alpha",
+                "in 7ms on",
+            ] {
+                let f = LogFilter::Phrase(q.into());
+                let want: Vec<_> = all
+                    .iter()
+                    .rev()
+                    .filter(|r| crate::storage::logs::matches(&f, r))
+                    .collect();
+                let page = store
+                    .search(&LogSearch::new(f, 0, u64::MAX, MAX_PAGE))
+                    .unwrap();
+                assert!(!want.is_empty(), "{q}");
+                let got: Vec<_> = page.records.iter().map(|r| &r.record).collect();
+                assert_eq!(got, want, "{q}");
+            }
+        };
+        let store = LogIndex::open(dir.path(), opts.clone()).unwrap();
+        store.write(1, all.clone()).unwrap();
+        store.flush().unwrap();
+        check(&store);
+        let p = store.inner.parts.read().values().next().unwrap().clone();
+        assert_eq!(p.templates.read().len(), 2);
+        // Four of the six shapes went word by word.
+        let searcher = p.reader.searcher();
+        let by_postings = searcher
+            .search(
+                &TermQuery::new(
+                    Term::from_field_text(store.inner.fields.body, "step"),
+                    IndexRecordOption::Basic,
+                ),
+                &Count,
+            )
+            .unwrap();
+        assert_eq!(by_postings, 400);
+        store.close().unwrap();
+        let store = LogIndex::open(dir.path(), opts).unwrap();
+        check(&store);
+        store.close().unwrap();
     }
 
     #[test]

@@ -229,6 +229,12 @@ impl Templates {
         })
     }
 
+    /// Numbers at most `max` templates (at most [`MAX_TEMPLATES`]); bodies
+    /// of new shapes beyond are indexed word by word.
+    pub fn limit(&mut self, max: usize) {
+        self.max = max.min(MAX_TEMPLATES);
+    }
+
     /// The number of a template (given one if it is new); `None` when the
     /// partition is full or the key is damaged.
     pub fn number(&mut self, key: &[u8]) -> Option<u32> {
@@ -538,7 +544,7 @@ mod tests {
     fn a_full_partition_numbers_no_more_templates() {
         let dir = tempfile::tempdir().unwrap();
         let mut t = Templates::open(dir.path()).unwrap();
-        t.max = 2;
+        t.limit(2);
         assert_eq!(t.number(&shape("one").unwrap().key), Some(0));
         assert_eq!(t.number(&shape("two").unwrap().key), Some(1));
         assert_eq!(t.number(&shape("three").unwrap().key), None);
