@@ -316,20 +316,25 @@ impl Blocks {
     /// their repeated block words, and go to the writer; their rows form
     /// the block's row block.
     fn finish(&mut self, w: &IndexWriter, fields: &Fields) -> Result<(), StorageError> {
+        // The row block first: if it fails, nothing has changed.
+        let block = self.builder.block();
+        let rows: Vec<&RowParts> = self.staged.iter().filter_map(|s| s.row.as_ref()).collect();
+        let payload = if rows.is_empty() {
+            None
+        } else {
+            Some(rows::encode_block(block, &rows, self.level)?)
+        };
         let Some(done) = self.builder.finish() else {
             return Ok(());
         };
-        let block = done.filter.block;
-        let mut rows = Vec::new();
-        for (i, s) in self.staged.iter_mut().enumerate() {
-            if let Some(row) = s.row.take() {
-                s.doc.add_u64(fields.slot, rows::slot(block, i));
-                rows.push(row);
+        debug_assert_eq!(done.filter.block, block);
+        self.done_rows.extend(payload);
+        let mut index = 0;
+        for s in &mut self.staged {
+            if s.row.take().is_some() {
+                s.doc.add_u64(fields.slot, rows::slot(block, index));
+                index += 1;
             }
-        }
-        if !rows.is_empty() {
-            self.done_rows
-                .push(rows::encode_block(block, &rows, self.level)?);
         }
         for mut s in self.staged.drain(..) {
             s.doc.add_u64(fields.block, block);

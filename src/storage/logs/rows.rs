@@ -105,7 +105,7 @@ fn split_values(values: &[u8]) -> Option<Vec<(usize, usize)>> {
 }
 
 /// The payload of the file entry of `block` holding `rows`, in order.
-pub fn encode_block(block: u64, rows: &[RowParts], level: i32) -> Result<Vec<u8>, StorageError> {
+pub fn encode_block(block: u64, rows: &[&RowParts], level: i32) -> Result<Vec<u8>, StorageError> {
     let mut cols: [Vec<u8>; COLUMNS] = Default::default();
     // Per template, per variable: the values of its records in order.
     let mut slots: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
@@ -642,6 +642,10 @@ mod tests {
         (out, rows)
     }
 
+    fn refs(rows: &[RowParts]) -> Vec<&RowParts> {
+        rows.iter().collect()
+    }
+
     fn shared_of(r: &LogRecord) -> Shared {
         let mut buf = Vec::new();
         codec::encode_shared(r, &mut buf);
@@ -655,7 +659,7 @@ mod tests {
         let (recs, rows) = records(&mut templates);
         assert!(rows.iter().any(|r| matches!(r.body, RowBody::Template(..))));
         assert!(rows.iter().any(|r| matches!(r.body, RowBody::Value(..))));
-        let payload = encode_block(7, &rows, 3).unwrap();
+        let payload = encode_block(7, &refs(&rows), 3).unwrap();
         assert_eq!(block_of(&payload), Some(7));
         let block = decode_block(&payload, &templates).unwrap();
         assert_eq!(block.len(), recs.len());
@@ -683,7 +687,7 @@ mod tests {
         let mut templates = Templates::open(dir.path()).unwrap();
         let (_, rows) = records(&mut templates);
         let block =
-            Arc::new(decode_block(&encode_block(0, &rows, 3).unwrap(), &templates).unwrap());
+            Arc::new(decode_block(&encode_block(0, &refs(&rows), 3).unwrap(), &templates).unwrap());
         let size = block.bytes();
         assert!(size > 0);
         let cache = BlockCache::new(size * 2);
@@ -759,7 +763,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut templates = Templates::open(dir.path()).unwrap();
         let (recs, rows) = records(&mut templates);
-        let payload = encode_block(3, &rows[..10], 3).unwrap();
+        let payload = encode_block(3, &refs(&rows[..10]), 3).unwrap();
         for cut in 0..payload.len() {
             assert!(
                 decode_block(&payload[..cut], &templates).is_err(),
@@ -795,7 +799,9 @@ mod tests {
             }
         };
         let payloads: Vec<Vec<u8>> = (0..3)
-            .map(|b| encode_block(b, &rows[b as usize * 10..b as usize * 10 + 10], 3).unwrap())
+            .map(|b| {
+                encode_block(b, &refs(&rows[b as usize * 10..b as usize * 10 + 10]), 3).unwrap()
+            })
             .collect();
         {
             let mut f = RowFile::open(dir.path(), &templates, 1, BlockCache::new(1 << 20)).unwrap();
