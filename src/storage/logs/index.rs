@@ -909,7 +909,9 @@ impl Inner {
         d.add_u64(f.time, r.time_ns);
         d.add_u64(f.id, id);
         d.add_u64(f.severity_number, r.severity_number.max(0) as u64);
-        for s in severity_keywords(r) {
+        // The first keyword, the class, is found through the number's
+        // column: only a severity text other than the class is indexed.
+        for s in severity_keywords(r).into_iter().skip(1) {
             d.add_text(f.severity, s);
         }
         d.add_text(f.service, r.service_name());
@@ -1236,7 +1238,7 @@ impl Inner {
             }
             LogFilter::Term { field, value } => {
                 let (field, text) = match field {
-                    LogField::Severity => (fl.severity, value.to_lowercase()),
+                    LogField::Severity => return self.severity_query(value),
                     LogField::Service => (fl.service, value.clone()),
                     LogField::TraceId => (fl.trace_id, value.to_lowercase()),
                     LogField::SpanId => (fl.span_id, value.to_lowercase()),
@@ -1329,6 +1331,38 @@ impl Inner {
             Some(candidates.into()),
             p.stored_bodies(fl.record),
         ))
+    }
+
+    /// The records of severity `value`: its class (by number; earlier
+    /// indexes also hold the class as a keyword) or that severity text.
+    fn severity_query(&self, value: &str) -> Box<dyn Query> {
+        let fl = &self.fields;
+        let text = value.to_lowercase();
+        let by_text: Box<dyn Query> = Box::new(TermQuery::new(
+            Term::from_field_text(fl.severity, &text),
+            IndexRecordOption::Basic,
+        ));
+        let Some(class) = super::SEVERITY_CLASSES.iter().position(|c| *c == text) else {
+            return by_text;
+        };
+        // The numbers of a class ([`super::severity_class`]): four per
+        // class from 1; class 0 is 0 and 25 up (negative numbers are
+        // indexed as 0).
+        let numbers = |lo: u64, hi: Bound<u64>| {
+            (
+                Occur::Should,
+                range_query(fl.severity_number, Bound::Included(lo), hi),
+            )
+        };
+        let mut any = vec![(Occur::Should, by_text)];
+        if class == 0 {
+            any.push(numbers(0, Bound::Included(0)));
+            any.push(numbers(25, Bound::Unbounded));
+        } else {
+            let lo = (class as u64 - 1) * 4 + 1;
+            any.push(numbers(lo, Bound::Included(lo + 3)));
+        }
+        Box::new(BooleanQuery::new(any))
     }
 
     /// Where block word `w` may be in partition `p`.
@@ -2281,6 +2315,41 @@ mod tests {
         store.close().unwrap();
         let store = LogIndex::open(dir.path(), opts).unwrap();
         check(&store);
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn severity_filters_match_the_reference_matcher() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = 3_600_000_000_000u64;
+        let texts = ["", "INFO", "Warning", "error", "custom", "FATAL"];
+        let all: Vec<crate::model::LogRecord> = (0..210i64)
+            .map(|n| {
+                let mut r = suite::log(hour + n as u64, "a", "x", None);
+                r.severity_number = (n % 35) as i32 - 3;
+                r.severity_text = texts[(n % 6) as usize].into();
+                r
+            })
+            .collect();
+        let store = LogIndex::open(dir.path(), opts()).unwrap();
+        store.write(1, all.clone()).unwrap();
+        store.flush().unwrap();
+        let values = super::super::SEVERITY_CLASSES
+            .iter()
+            .copied()
+            .chain(["warning", "custom", "WARN", "nope"]);
+        for v in values {
+            let f = LogFilter::Term {
+                field: LogField::Severity,
+                value: v.into(),
+            };
+            let want = all
+                .iter()
+                .filter(|r| crate::storage::logs::matches(&f, r))
+                .count();
+            let page = store.search(&LogSearch::new(f, 0, u64::MAX, 0)).unwrap();
+            assert_eq!(page.total, want as u64, "{v}");
+        }
         store.close().unwrap();
     }
 
