@@ -1,15 +1,22 @@
 //! Row blocks: the stored part of log records, outside tantivy's document
 //! store. The records of one block ([`super::bloom`], up to 4096
 //! consecutive records of a partition) are kept together, column by
-//! column, each column compressed with zstd on its own:
+//! column, each column compressed with zstd on its own (version 2):
 //!
 //! - `head`: observed time (delta), flags, dropped attribute count, trace
 //!   and span ids, event name ([`codec::encode_head`]);
 //! - `attributes` ([`codec::encode_attributes`]);
 //! - `templates`: per record `varint 0` (the body is a value) or
 //!   `varint n + 1` (the body is template `n`, [`super::template`]);
-//! - `body`: the value ([`codec::encode_value`]), or `varint length |
-//!   variables` ([`super::template::Shape::values`]).
+//! - `values`: the bodies that are values ([`codec::encode_value`]);
+//! - `variables`: the variables of templated bodies (`varint length |
+//!   text` each), by template (ascending), then by variable, then record
+//!   by record, so that like values (the ids of one place in one line
+//!   shape) sit together. Reading them back needs each template's number
+//!   of variables, from the partition's templates.
+//!
+//! Version 1 (still read) had four columns: the fourth held values and,
+//! for a templated body, `varint length | its variables` in record order.
 //!
 //! Columns of like values compress far better than whole rows, and a
 //! templated body keeps only its variables. A record's document holds its
@@ -18,10 +25,11 @@
 //!
 //! File format (`rows` in a partition directory): an append-only entry file
 //! ([`super::framed`]), one block per entry, payload `u64 block | u8
-//! version | varint records | 4 × (varint raw length | varint compressed
-//! length) | the 4 compressed columns`. Entries are appended and synced
-//! before the index commit that makes their records searchable; on open
-//! only entry heads are read (and the last entry checked whole).
+//! version | varint records | per column (varint raw length | varint
+//! compressed length) | the compressed columns`. Entries are appended and
+//! synced before the index commit that makes their records searchable; on
+//! open only entry heads are read (and the last entry checked whole).
+//! Decoded blocks go to a cache shared by a store's partitions.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
@@ -390,8 +398,8 @@ impl DecodedBlock {
     }
 }
 
-/// A partition's row blocks: where each block's entry is in the file, and
-/// the last blocks read.
+/// A partition's row blocks: the file and where each block's entry is in
+/// it.
 #[derive(Debug)]
 pub struct RowFile {
     file: FramedFile,
