@@ -2167,6 +2167,25 @@ mod tests {
         }
     }
 
+    /// Each phrase finds what the reference matcher finds in `all` (at
+    /// least one record, all on one page), newest first.
+    fn assert_phrases_match(store: &LogIndex, all: &[crate::model::LogRecord], phrases: &[&str]) {
+        for q in phrases {
+            let f = LogFilter::Phrase(q.to_string());
+            let want: Vec<_> = all
+                .iter()
+                .rev()
+                .filter(|r| crate::storage::logs::matches(&f, r))
+                .collect();
+            let page = store
+                .search(&LogSearch::new(f, 0, u64::MAX, MAX_PAGE))
+                .unwrap();
+            assert!(!want.is_empty(), "{q}");
+            let got: Vec<_> = page.records.iter().map(|r| &r.record).collect();
+            assert_eq!(got, want, "{q}");
+        }
+    }
+
     #[test]
     fn passes_the_shared_suite() {
         let dir = tempfile::tempdir().unwrap();
@@ -2230,25 +2249,12 @@ mod tests {
                     store.write(1, all.clone()).unwrap();
                     store.flush().unwrap();
                 }
-                for q in [
-                    "connection reset",
-                    "after 3ms",
-                    "reset",
-                    &format!("{}", 5 * 7919),
-                ] {
-                    let f = LogFilter::Phrase(q.into());
-                    let want: Vec<_> = all
-                        .iter()
-                        .rev()
-                        .filter(|r| crate::storage::logs::matches(&f, r))
-                        .collect();
-                    let page = store
-                        .search(&LogSearch::new(f, 0, u64::MAX, MAX_PAGE))
-                        .unwrap();
-                    assert!(!want.is_empty(), "{q}");
-                    let got: Vec<_> = page.records.iter().map(|r| &r.record).collect();
-                    assert_eq!(got, want, "{q}");
-                }
+                let id = format!("{}", 5 * 7919);
+                assert_phrases_match(
+                    &store,
+                    &all,
+                    &["connection reset", "after 3ms", "reset", &id],
+                );
                 store.close().unwrap();
             }
             assert_eq!(part.join(template::FILE).exists(), templated);
@@ -2273,26 +2279,14 @@ mod tests {
             ..opts()
         };
         let check = |store: &LogIndex| {
-            for q in [
+            let queries = [
                 "step",
                 "charlie done",
                 "foxtrot done in 5ms",
                 "alpha",
                 "in 7ms on",
-            ] {
-                let f = LogFilter::Phrase(q.into());
-                let want: Vec<_> = all
-                    .iter()
-                    .rev()
-                    .filter(|r| crate::storage::logs::matches(&f, r))
-                    .collect();
-                let page = store
-                    .search(&LogSearch::new(f, 0, u64::MAX, MAX_PAGE))
-                    .unwrap();
-                assert!(!want.is_empty(), "{q}");
-                let got: Vec<_> = page.records.iter().map(|r| &r.record).collect();
-                assert_eq!(got, want, "{q}");
-            }
+            ];
+            assert_phrases_match(store, &all, &queries);
         };
         let store = LogIndex::open(dir.path(), opts.clone()).unwrap();
         store.write(1, all.clone()).unwrap();
