@@ -25,6 +25,15 @@ pub fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// Reads a varint length and that many bytes at `*pos`, moving past them;
+/// `None` when either is truncated.
+pub fn read_prefixed<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
+    let len = usize::try_from(read_varint(buf, pos)?).ok()?;
+    let bytes = buf.get(*pos..pos.checked_add(len)?)?;
+    *pos += len;
+    Some(bytes)
+}
+
 /// Maps signed to unsigned so that small magnitudes stay small.
 pub fn zigzag(v: i64) -> u64 {
     ((v << 1) ^ (v >> 63)) as u64

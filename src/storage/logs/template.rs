@@ -30,7 +30,7 @@ use std::path::Path;
 
 use super::framed::{frame, FramedFile};
 use super::{bloom, lower_into, Words, MAX_TOKEN_BYTES};
-use crate::storage::varint::{put_varint, read_varint};
+use crate::storage::varint::{put_varint, read_prefixed, read_varint};
 use crate::storage::StorageError;
 
 /// File name of a partition's templates.
@@ -120,9 +120,7 @@ fn decode(key: &[u8]) -> Option<TemplateWords> {
     pos += n;
     let mut words = Vec::new();
     for i in 0..=n {
-        let len = usize::try_from(read_varint(key, &mut pos)?).ok()?;
-        let seg = std::str::from_utf8(key.get(pos..pos.checked_add(len)?)?).ok()?;
-        pos += len;
+        let seg = std::str::from_utf8(read_prefixed(key, &mut pos)?).ok()?;
         super::for_each_word(seg, |w| words.push(Some(w.into())));
         match kinds.get(i) {
             Some(1) => words.push(None),
@@ -172,14 +170,9 @@ impl Table {
         }
         let mut new: Vec<(&[u8], TemplateWords)> = Vec::new();
         for _ in 0..count {
-            let Some(len) = read_varint(payload, &mut pos).and_then(|l| usize::try_from(l).ok())
-            else {
+            let Some(key) = read_prefixed(payload, &mut pos) else {
                 return false;
             };
-            let Some(key) = pos.checked_add(len).and_then(|end| payload.get(pos..end)) else {
-                return false;
-            };
-            pos += len;
             match decode(key) {
                 Some(words) => new.push((key, words)),
                 None => return false,
@@ -314,14 +307,9 @@ impl Templates {
         let mut vars = Vec::new();
         let mut pos = 0;
         while pos < values.len() {
-            let Some(len) = read_varint(values, &mut pos).and_then(|l| usize::try_from(l).ok())
-            else {
+            let Some(v) = read_prefixed(values, &mut pos) else {
                 return false;
             };
-            let Some(v) = pos.checked_add(len).and_then(|end| values.get(pos..end)) else {
-                return false;
-            };
-            pos += len;
             vars.push(v);
         }
         self.slots(n) == Some(vars.len()) && self.render_with(n, |i| vars.get(i).copied(), out)
@@ -351,13 +339,9 @@ impl Templates {
         };
         k += slots;
         for i in 0..=slots {
-            let Some(len) = read_varint(key, &mut k).and_then(|l| usize::try_from(l).ok()) else {
+            let Some(seg) = read_prefixed(key, &mut k) else {
                 return false;
             };
-            let Some(seg) = k.checked_add(len).and_then(|end| key.get(k..end)) else {
-                return false;
-            };
-            k += len;
             match std::str::from_utf8(seg) {
                 Ok(seg) => out.push_str(seg),
                 Err(_) => return false,
