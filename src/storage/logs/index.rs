@@ -11,15 +11,18 @@
 //! attributes, see [`super::keywords`]); `body` is full text with positions
 //! (for a body with a template, [`super::template`], only its variable
 //! words, the rest being found through the indexed `template` number).
-//! The record itself is rebuilt from three places, each piece kept once:
-//! its time from the `time` column, the part its OTLP block shares
-//! (severity, resource, scope; [`super::codec::encode_shared`]) from the
-//! dictionary-encoded `shared` bytes column, and the rest from the
-//! partition's row blocks ([`super::rows`]) at the record's `slot`.
+//! The record itself is rebuilt from two places, each piece kept once:
+//! its time from the `time` column and the rest from the partition's row
+//! blocks ([`super::rows`]) at the record's `slot`, including the part its
+//! OTLP block shares (severity, resource, scope;
+//! [`super::codec::encode_shared`]) once per block.
 //!
-//! Earlier formats, still read and written: partitions made before row
-//! blocks (no `slot` field) keep the rest ([`super::codec::encode_row`]) in
-//! `record` in the zstd document store; before templates (no `template`
+//! Earlier formats, still read and written: row blocks before version 3
+//! leave the shared part in the dictionary-encoded `shared` bytes column
+//! (records of partitions without row blocks keep it there too);
+//! partitions made before row blocks (no `slot` field) keep the rest
+//! ([`super::codec::encode_row`]) in `record` in the zstd document store;
+//! before templates (no `template`
 //! field) every body is indexed word by word; before block filters
 //! (default analyzer) every word is in the postings. Indexes written with
 //! version 1 of the codec (the whole record in the document store) are not
@@ -94,8 +97,7 @@ pub struct LogIndexOptions {
     pub writer_memory_bytes: usize,
     /// Indexing threads of one partition's writer.
     pub writer_threads: usize,
-    /// zstd level of row blocks (and of the document store of partitions
-    /// made before row blocks).
+    /// zstd level of row blocks (and of the document store).
     pub zstd_level: i32,
     /// Uncompressed bytes per document store block.
     pub docstore_block_bytes: usize,
@@ -903,7 +905,7 @@ impl Inner {
     }
 
     /// The document of a record and the filter hashes of its block words.
-    fn document(&self, id: u64, r: &LogRecord, buf: &mut Vec<u8>) -> NewDoc {
+    fn document(&self, id: u64, r: &LogRecord) -> NewDoc {
         let f = &self.fields;
         let mut d = TantivyDocument::new();
         d.add_u64(f.time, r.time_ns);
@@ -946,9 +948,8 @@ impl Inner {
         for k in resource_keywords(r) {
             d.add_text(f.resource, k);
         }
-        buf.clear();
-        codec::encode_shared(r, buf);
-        d.add_bytes(f.shared, buf.as_slice());
+        let mut shared = Vec::with_capacity(64);
+        codec::encode_shared(r, &mut shared);
         let mut head = Vec::with_capacity(16);
         codec::encode_head(r, &mut head);
         let mut attributes = Vec::with_capacity(64);
@@ -966,6 +967,7 @@ impl Inner {
                 head,
                 attributes,
                 body: RowBody::Value(value),
+                shared,
             },
         }
     }
@@ -977,6 +979,8 @@ impl Inner {
     fn complete(&self, p: &Partition, r: &LogRecord, new: &mut NewDoc) -> Option<RowParts> {
         self.add_body(p, r, new);
         if !p.rowed {
+            new.doc
+                .add_bytes(self.fields.shared, new.row.shared.as_slice());
             let mut buf = Vec::with_capacity(256);
             codec::encode_row(r, &mut buf);
             new.doc.add_bytes(self.fields.record, buf.as_slice());
@@ -988,6 +992,7 @@ impl Inner {
                 head: Vec::new(),
                 attributes: Vec::new(),
                 body: RowBody::Value(Vec::new()),
+                shared: Vec::new(),
             },
         );
         if matches!(&row.body, RowBody::Value(v) if v.is_empty()) {
@@ -1046,13 +1051,11 @@ impl Inner {
         // right away. Documents are built before taking the write lock, so
         // the next batch is prepared while a commit round holds it.
         let cutoff = self.retention_cutoff();
-        let mut buf = Vec::with_capacity(512);
         let docs: Vec<Option<NewDoc>> = records
             .iter()
             .enumerate()
             .map(|(i, r)| {
-                (!self.expired(r.time_ns, cutoff))
-                    .then(|| self.document(record_id(seq, i), r, &mut buf))
+                (!self.expired(r.time_ns, cutoff)).then(|| self.document(record_id(seq, i), r))
             })
             .collect();
         let mut state = self.write.lock();
@@ -1691,6 +1694,21 @@ impl RecordLoader {
     ) -> Result<LogRecord, StorageError> {
         let damaged =
             |what: &str| StorageError::Backend(format!("log index: document without {what}"));
+        let time = self
+            .time
+            .first(addr.doc_id)
+            .ok_or_else(|| damaged("time"))?;
+        let row = match &self.rows {
+            Some(source) => Some((source.block(addr.doc_id)?, source.templates.clone())),
+            None => None,
+        };
+        if let Some(((block, i), templates)) = &row {
+            // Row blocks since version 3 hold the shared part themselves.
+            if block.shared(*i).is_some() {
+                let record = block.record(*i, time, None, &templates.read());
+                return record.map_err(backend);
+            }
+        }
         let ord = self
             .shared
             .as_ref()
@@ -1707,13 +1725,8 @@ impl RecordLoader {
                 e.insert(codec::decode_shared(&self.buf).map_err(backend)?)
             }
         };
-        let time = self
-            .time
-            .first(addr.doc_id)
-            .ok_or_else(|| damaged("time"))?;
-        if let Some(source) = &self.rows {
-            let (block, i) = source.block(addr.doc_id)?;
-            let record = block.record(i, time, shared, &source.templates.read());
+        if let Some(((block, i), templates)) = &row {
+            let record = block.record(*i, time, Some(shared), &templates.read());
             return record.map_err(backend);
         }
         let doc: TantivyDocument = searcher.doc(addr).map_err(backend)?;

@@ -15,6 +15,7 @@ mod framed;
 pub mod index;
 mod matcher;
 pub mod rows;
+mod slots;
 mod tail;
 pub mod template;
 

@@ -1,7 +1,7 @@
 //! Row blocks: the stored part of log records, outside tantivy's document
 //! store. The records of one block ([`super::bloom`], up to 4096
 //! consecutive records of a partition) are kept together, column by
-//! column, each column compressed with zstd on its own (version 2):
+//! column, each column compressed with zstd on its own (version 3):
 //!
 //! - `head`: observed time (delta), flags, dropped attribute count, trace
 //!   and span ids, event name ([`codec::encode_head`]);
@@ -9,19 +9,27 @@
 //! - `templates`: per record `varint 0` (the body is a value) or
 //!   `varint n + 1` (the body is template `n`, [`super::template`]);
 //! - `values`: the bodies that are values ([`codec::encode_value`]);
-//! - `variables`: the variables of templated bodies (`varint length |
-//!   text` each), by template (ascending), then by variable, then record
-//!   by record, so that like values (the ids of one place in one line
-//!   shape) sit together. Reading them back needs each template's number
-//!   of variables, from the partition's templates.
+//! - `variables` and `packed`: the variables of templated bodies, by
+//!   template (ascending), then by variable (a *slot*), each slot with its
+//!   records in order and written by type ([`super::slots`]: one constant,
+//!   numbers between one prefix and suffix, hex digits, or text), so that
+//!   like values (the ids of one place in one line shape) sit together
+//!   and numbers cost about their bits. Reading them back needs each
+//!   template's number of variables, from the partition's templates;
+//! - `shared`: the block's distinct shared parts (severity, resource,
+//!   scope; [`codec::encode_shared`]) as `varint count | (varint length |
+//!   bytes) each`, then each record's index among them.
 //!
-//! Version 1 (still read) had four columns: the fourth held values and,
-//! for a templated body, `varint length | its variables` in record order.
+//! Earlier versions are still read. Version 2 had the first five columns,
+//! its variables as `varint length | text` each; version 1 had four: the
+//! fourth held values and, for a templated body, `varint length | its
+//! variables` in record order. In both the shared part is in the index's
+//! `shared` column.
 //!
 //! Columns of like values compress far better than whole rows, and a
 //! templated body keeps only its variables. A record's document holds its
 //! `slot` (block number << [`SLOT_BITS`] | index in the block) in a fast
-//! column; its time and shared part stay in the index's own columns.
+//! column; its time stays in the index's own column.
 //!
 //! File format (`rows` in a partition directory): an append-only entry file
 //! ([`super::framed`]), one block per entry, payload `u64 block | u8
@@ -43,15 +51,15 @@ use super::codec::{self, CodecError, Pieces, Shared};
 use super::framed::{frame, FramedFile};
 use super::template::Templates;
 use crate::model::{AnyValue, LogRecord};
-use crate::storage::varint::{put_varint, read_varint};
+use crate::storage::varint::{put_varint, read_prefixed, read_varint};
 use crate::storage::StorageError;
 
 /// File name of a partition's row blocks.
 pub const FILE: &str = "rows";
 /// Bits of a record's index in its block within its slot number.
 pub const SLOT_BITS: u32 = 16;
-const VERSION: u8 = 2;
-const COLUMNS: usize = 5;
+const VERSION: u8 = 3;
+const COLUMNS: usize = 7;
 /// Largest entry payload and decompressed column accepted (guards against
 /// a damaged length).
 const MAX_PAYLOAD: usize = 256 << 20;
@@ -79,6 +87,8 @@ pub struct RowParts {
     pub head: Vec<u8>,
     pub attributes: Vec<u8>,
     pub body: RowBody,
+    /// The shared part ([`codec::encode_shared`]).
+    pub shared: Vec<u8>,
 }
 
 impl RowParts {
@@ -90,10 +100,13 @@ impl RowParts {
         codec::encode_attributes(r, &mut attributes);
         let mut body = Vec::new();
         codec::encode_value(&r.body, &mut body);
+        let mut shared = Vec::with_capacity(64);
+        codec::encode_shared(r, &mut shared);
         RowParts {
             head,
             attributes,
             body: RowBody::Value(body),
+            shared,
         }
     }
 }
@@ -116,8 +129,17 @@ fn split_values(values: &[u8]) -> Option<Vec<(usize, usize)>> {
 pub fn encode_block(block: u64, rows: &[&RowParts], level: i32) -> Result<Vec<u8>, StorageError> {
     let mut cols: [Vec<u8>; COLUMNS] = Default::default();
     // Per template, per variable: the values of its records in order.
-    let mut slots: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut slots: BTreeMap<u32, Vec<Vec<&[u8]>>> = BTreeMap::new();
+    // Distinct shared parts in order of first use, and each record's.
+    let mut shared: HashMap<&[u8], u64> = HashMap::new();
+    let mut distinct: Vec<&[u8]> = Vec::new();
+    let mut shared_of = Vec::with_capacity(rows.len());
     for r in rows {
+        let n = *shared.entry(&r.shared).or_insert_with(|| {
+            distinct.push(&r.shared);
+            distinct.len() as u64 - 1
+        });
+        put_varint(&mut shared_of, n);
         cols[0].extend_from_slice(&r.head);
         cols[1].extend_from_slice(&r.attributes);
         match &r.body {
@@ -139,17 +161,23 @@ pub fn encode_block(block: u64, rows: &[&RowParts], level: i32) -> Result<Vec<u8
                     ));
                 }
                 for ((from, to), out) in ranges.into_iter().zip(per.iter_mut()) {
-                    put_varint(out, (to - from) as u64);
-                    out.extend_from_slice(&values[from..to]);
+                    out.push(&values[from..to]);
                 }
             }
         }
     }
+    let [.., vars, packed, shared_col] = &mut cols;
     for per in slots.values() {
         for values in per {
-            cols[4].extend_from_slice(values);
+            super::slots::encode(values, vars, packed);
         }
     }
+    put_varint(shared_col, distinct.len() as u64);
+    for d in distinct {
+        put_varint(shared_col, d.len() as u64);
+        shared_col.extend_from_slice(d);
+    }
+    shared_col.extend_from_slice(&shared_of);
     let mut out = Vec::new();
     out.extend_from_slice(&block.to_le_bytes());
     out.push(VERSION);
@@ -171,6 +199,8 @@ pub fn encode_block(block: u64, rows: &[&RowParts], level: i32) -> Result<Vec<u8
 /// A block's columns, decompressed, with where each record starts.
 #[derive(Debug)]
 pub struct DecodedBlock {
+    /// The distinct shared parts of the block's records (version 3).
+    shared: Vec<Shared>,
     head: Vec<u8>,
     attributes: Vec<u8>,
     /// Bodies that are values.
@@ -184,6 +214,8 @@ pub struct DecodedBlock {
 
 #[derive(Debug, Clone, Copy)]
 struct RowAt {
+    /// Index of its shared part, or [`NO_SHARED`].
+    shared: u32,
     head: u32,
     attributes: u32,
     /// A value: its offset in `values`; a template: the index of its first
@@ -192,6 +224,9 @@ struct RowAt {
     /// 0: the body is a value; n + 1: template n.
     template: u64,
 }
+
+/// A record of a block written before blocks held shared parts.
+const NO_SHARED: u32 = u32::MAX;
 
 fn damaged(what: &'static str) -> CodecError {
     CodecError::new(what)
@@ -211,6 +246,7 @@ pub fn decode_block(payload: &[u8], templates: &Templates) -> Result<DecodedBloc
     let version = *payload.get(8).ok_or(damaged("row block version"))?;
     let columns = match version {
         1 => 4,
+        2 => 5,
         VERSION => COLUMNS,
         _ => return Err(damaged("row block version")),
     };
@@ -245,6 +281,20 @@ pub fn decode_block(payload: &[u8], templates: &Templates) -> Result<DecodedBloc
     let mut next = || cols.pop_front().unwrap_or_default();
     let (head, attributes, template_col, values) = (next(), next(), next(), next());
     let vars = if version == 1 { Vec::new() } else { next() };
+    let (packed, shared_col) = (next(), next());
+    // Version 3: the block's distinct shared parts, then each record's.
+    let mut shared = Vec::new();
+    let mut s = 0;
+    if version >= 3 {
+        let n = read_varint(&shared_col, &mut s).ok_or(damaged("shared column"))?;
+        for _ in 0..n.min(count as u64 + 1) {
+            let bytes = read_prefixed(&shared_col, &mut s).ok_or(damaged("shared column"))?;
+            shared.push(codec::decode_shared(bytes)?);
+        }
+        if n > shared.len() as u64 {
+            return Err(damaged("shared column"));
+        }
+    }
     let (mut h, mut a, mut b) = (
         Pieces::new(&head),
         Pieces::new(&attributes),
@@ -258,7 +308,17 @@ pub fn decode_block(payload: &[u8], templates: &Templates) -> Result<DecodedBloc
     let mut by_template: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
     for i in 0..count {
         let template = read_varint(&template_col, &mut t).ok_or(damaged("template column"))?;
+        let shared_at = if version >= 3 {
+            let n = read_varint(&shared_col, &mut s).ok_or(damaged("shared column"))?;
+            if n >= shared.len() as u64 {
+                return Err(damaged("shared column"));
+            }
+            n as u32
+        } else {
+            NO_SHARED
+        };
         let at = RowAt {
+            shared: shared_at,
             head: h.pos() as u32,
             attributes: a.pos() as u32,
             body: if template == 0 {
@@ -306,25 +366,67 @@ pub fn decode_block(payload: &[u8], templates: &Templates) -> Result<DecodedBloc
     if t != template_col.len() {
         return Err(damaged("template column"));
     }
-    let mut v = Pieces::new(&vars);
-    for (template, records) in &by_template {
-        let slots = templates
-            .slots((*template - 1) as u32)
-            .ok_or(damaged("unknown template"))?;
-        for slot in 0..slots {
-            for r in records {
-                let len = v.varint()? as usize;
-                let from = v.pos();
-                v.skip_raw(len)?;
-                var_ranges[rows[*r].body as usize + slot] = (from as u32, v.pos() as u32);
-            }
-        }
+    if s != shared_col.len() {
+        return Err(damaged("shared column"));
     }
-    v.end()?;
+    let vars = match version {
+        1 => values.clone(),
+        2 => {
+            let mut v = Pieces::new(&vars);
+            for (template, records) in &by_template {
+                let slots = templates
+                    .slots((*template - 1) as u32)
+                    .ok_or(damaged("unknown template"))?;
+                for slot in 0..slots {
+                    for r in records {
+                        let len = v.varint()? as usize;
+                        let from = v.pos();
+                        v.skip_raw(len)?;
+                        var_ranges[rows[*r].body as usize + slot] = (from as u32, v.pos() as u32);
+                    }
+                }
+            }
+            v.end()?;
+            vars
+        }
+        _ => {
+            // Typed slots: the values are written out as text again.
+            let (mut tpos, mut ppos) = (0, 0);
+            let mut text = Vec::with_capacity(vars.len() + 2 * packed.len());
+            let mut ranges = Vec::new();
+            for (template, records) in &by_template {
+                let slots = templates
+                    .slots((*template - 1) as u32)
+                    .ok_or(damaged("unknown template"))?;
+                for slot in 0..slots {
+                    ranges.clear();
+                    let (t, p) = (&mut tpos, &mut ppos);
+                    super::slots::decode(
+                        records.len(),
+                        &vars,
+                        t,
+                        &packed,
+                        p,
+                        &mut text,
+                        &mut ranges,
+                    )
+                    .ok_or(damaged("template variables"))?;
+                    for (r, range) in records.iter().zip(&ranges) {
+                        var_ranges[rows[*r].body as usize + slot] = *range;
+                    }
+                }
+            }
+            if tpos != vars.len() || ppos != packed.len() {
+                return Err(damaged("template variables"));
+            }
+            text
+        }
+    };
     Ok(DecodedBlock {
+        shared,
         head,
         attributes,
-        vars: if version == 1 { values.clone() } else { vars },
+        vars,
         values,
         var_ranges,
         rows,
@@ -334,7 +436,8 @@ pub fn decode_block(payload: &[u8], templates: &Templates) -> Result<DecodedBloc
 impl DecodedBlock {
     /// Bytes held in memory (about).
     pub fn bytes(&self) -> usize {
-        self.head.len()
+        self.shared.len() * 256
+            + self.head.len()
             + self.attributes.len()
             + self.values.len()
             + self.vars.len()
@@ -369,15 +472,23 @@ impl DecodedBlock {
         Ok(AnyValue::String(text))
     }
 
-    /// The `i`-th record, with its time and shared part.
+    /// The shared part of the `i`-th record, if the block holds it
+    /// (version 3; before, it is in the index's `shared` column).
+    pub fn shared(&self, i: usize) -> Option<&Shared> {
+        self.shared.get(self.rows.get(i)?.shared as usize)
+    }
+
+    /// The `i`-th record, with its time and shared part (the block's own,
+    /// else `shared`).
     pub fn record(
         &self,
         i: usize,
         time_ns: u64,
-        shared: &Shared,
+        shared: Option<&Shared>,
         templates: &Templates,
     ) -> Result<LogRecord, CodecError> {
         let at = self.rows.get(i).ok_or(damaged("row index"))?;
+        let shared = self.shared(i).or(shared).ok_or(damaged("shared part"))?;
         let mut r = LogRecord {
             resource: shared.resource.clone(),
             scope: shared.scope.clone(),
@@ -599,10 +710,21 @@ mod tests {
             let body = match n % 5 {
                 0 => format!("GET /items/{n} took {}ms by Alice", n * 3),
                 1 => format!("cache miss key=user:{n}:profile shard={}", n % 4),
-                2 => format!("{}{}", "long ".repeat(1000), n),
+                2 if n % 10 == 2 => format!("{}{}", "long ".repeat(1000), n),
+                // Hex ids, one constant, numbers with a prefix, mixed text.
+                2 => format!(
+                    "req {:016x} v1 at node{} code {}",
+                    n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    n % 3,
+                    ["x1y", "007", "7"][n as usize % 3]
+                ),
                 _ => String::new(),
             };
-            let mut r = suite::log(1_000_000 + n, "svc", &body, Some(n as u8));
+            let service = ["svc", "other"][n as usize % 2];
+            let mut r = suite::log(1_000_000 + n, service, &body, Some(n as u8));
+            // Shared parts: 2 services × 3 severities.
+            r.severity_number = [9, 13, 17][n as usize % 3];
+            r.severity_text = ["INFO", "WARN", "ERROR"][n as usize % 3].into();
             r.observed_time_ns = if n % 2 == 0 {
                 r.time_ns + 500
             } else {
@@ -672,14 +794,15 @@ mod tests {
         let block = decode_block(&payload, &templates).unwrap();
         assert_eq!(block.len(), recs.len());
         for (i, r) in recs.iter().enumerate() {
-            let got = block
-                .record(i, r.time_ns, &shared_of(r), &templates)
-                .unwrap();
+            let got = block.record(i, r.time_ns, None, &templates).unwrap();
             assert_eq!(&got, r, "record {i}");
+            assert_eq!(block.shared(i), Some(&shared_of(r)));
+            // Without the block's own shared part nothing else would do.
+            assert_ne!(block.shared(i), block.shared(i + 1));
             assert_eq!(block.body(i, &templates).unwrap(), r.body);
         }
         assert!(block
-            .record(recs.len(), 0, &shared_of(&recs[0]), &templates)
+            .record(recs.len(), 0, Some(&shared_of(&recs[0])), &templates)
             .is_err());
         // A template the partition does not know: an error.
         let empty = Templates::open(tempfile::tempdir().unwrap().path()).unwrap();
@@ -717,6 +840,70 @@ mod tests {
         assert_eq!(tiny.bytes(), 0);
     }
 
+    /// An entry payload of `version` with these (uncompressed) columns.
+    fn payload_of(block: u64, version: u8, records: usize, cols: &[Vec<u8>]) -> Vec<u8> {
+        let mut payload = block.to_le_bytes().to_vec();
+        payload.push(version);
+        put_varint(&mut payload, records as u64);
+        let packed: Vec<Vec<u8>> = cols
+            .iter()
+            .map(|c| zstd::bulk::compress(c, 3).unwrap())
+            .collect();
+        for (c, z) in cols.iter().zip(&packed) {
+            put_varint(&mut payload, c.len() as u64);
+            put_varint(&mut payload, z.len() as u64);
+        }
+        for z in &packed {
+            payload.extend_from_slice(z);
+        }
+        payload
+    }
+
+    #[test]
+    fn version_2_blocks_are_read() {
+        // Version 2: five columns; the variables of templated bodies as
+        // `varint length | text`, by template, variable, then record.
+        let dir = tempfile::tempdir().unwrap();
+        let mut templates = Templates::open(dir.path()).unwrap();
+        let (recs, rows) = records(&mut templates);
+        let mut cols: [Vec<u8>; 5] = Default::default();
+        let mut slots: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
+        for r in &rows {
+            cols[0].extend_from_slice(&r.head);
+            cols[1].extend_from_slice(&r.attributes);
+            match &r.body {
+                RowBody::Value(v) => {
+                    cols[2].push(0);
+                    cols[3].extend_from_slice(v);
+                }
+                RowBody::Template(n, values) => {
+                    put_varint(&mut cols[2], *n as u64 + 1);
+                    let ranges = split_values(values).unwrap();
+                    let per = slots.entry(*n).or_default();
+                    per.resize(ranges.len(), Vec::new());
+                    for ((from, to), out) in ranges.into_iter().zip(per.iter_mut()) {
+                        put_varint(out, (to - from) as u64);
+                        out.extend_from_slice(&values[from..to]);
+                    }
+                }
+            }
+        }
+        for per in slots.values() {
+            for values in per {
+                cols[4].extend_from_slice(values);
+            }
+        }
+        let payload = payload_of(5, 2, rows.len(), &cols);
+        let block = decode_block(&payload, &templates).unwrap();
+        for (i, r) in recs.iter().enumerate() {
+            let got = block
+                .record(i, r.time_ns, Some(&shared_of(r)), &templates)
+                .unwrap();
+            assert_eq!(&got, r, "record {i}");
+            assert!(block.shared(i).is_none());
+        }
+    }
+
     #[test]
     fn version_1_blocks_are_read() {
         // Version 1: four columns; a templated body is `varint length |
@@ -740,26 +927,14 @@ mod tests {
                 }
             }
         }
-        let mut payload = 5u64.to_le_bytes().to_vec();
-        payload.push(1);
-        put_varint(&mut payload, rows.len() as u64);
-        let packed: Vec<Vec<u8>> = cols
-            .iter()
-            .map(|c| zstd::bulk::compress(c, 3).unwrap())
-            .collect();
-        for (c, z) in cols.iter().zip(&packed) {
-            put_varint(&mut payload, c.len() as u64);
-            put_varint(&mut payload, z.len() as u64);
-        }
-        for z in &packed {
-            payload.extend_from_slice(z);
-        }
+        let mut payload = payload_of(5, 1, rows.len(), &cols);
         let block = decode_block(&payload, &templates).unwrap();
         for (i, r) in recs.iter().enumerate() {
             let got = block
-                .record(i, r.time_ns, &shared_of(r), &templates)
+                .record(i, r.time_ns, Some(&shared_of(r)), &templates)
                 .unwrap();
             assert_eq!(&got, r, "record {i}");
+            assert!(block.shared(i).is_none());
         }
         // An unknown version is refused.
         payload[8] = 9;
@@ -786,7 +961,7 @@ mod tests {
                 // Either refused or decoded into something; never a panic.
                 if let Ok(b) = decode_block(&p, &templates) {
                     for k in 0..b.len() {
-                        let _ = b.record(k, 0, &shared, &templates);
+                        let _ = b.record(k, 0, Some(&shared), &templates);
                     }
                 }
             }
@@ -802,7 +977,9 @@ mod tests {
             let b = f.block(block, &templates).unwrap();
             for i in 0..b.len() {
                 let r = &recs[from + i];
-                let got = b.record(i, r.time_ns, &shared_of(r), &templates).unwrap();
+                let got = b
+                    .record(i, r.time_ns, Some(&shared_of(r)), &templates)
+                    .unwrap();
                 assert_eq!(&got, r);
             }
         };
