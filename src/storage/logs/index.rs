@@ -2340,7 +2340,7 @@ mod tests {
         let texts = ["", "INFO", "Warning", "error", "custom", "FATAL"];
         let all: Vec<crate::model::LogRecord> = (0..210i64)
             .map(|n| {
-                let mut r = suite::log(hour + n as u64, "a", "x", None);
+                let mut r = suite::log(hour + n as u64, ["a", "b"][n as usize % 2], "x", None);
                 r.severity_number = (n % 35) as i32 - 3;
                 r.severity_text = texts[(n % 6) as usize].into();
                 r
@@ -2365,6 +2365,20 @@ mod tests {
             let page = store.search(&LogSearch::new(f, 0, u64::MAX, 0)).unwrap();
             assert_eq!(page.total, want as u64, "{v}");
         }
+        // Every record comes back whole, before and after a restart: each
+        // has its own shared part (severity number and text, service).
+        let check = |store: &LogIndex, reopened: bool| {
+            let page = store
+                .search(&LogSearch::new(LogFilter::All, 0, u64::MAX, 1000))
+                .unwrap();
+            let mut got: Vec<_> = page.records.into_iter().map(|h| h.record).collect();
+            got.reverse();
+            assert_eq!(got, all, "reopened: {reopened}");
+        };
+        check(&store, false);
+        store.close().unwrap();
+        let store = LogIndex::open(dir.path(), opts()).unwrap();
+        check(&store, true);
         store.close().unwrap();
     }
 
