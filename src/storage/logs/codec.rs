@@ -221,6 +221,24 @@ impl<'a> Pieces<'a> {
         self.0.skip_attrs(0)
     }
 
+    /// Reads one attribute list ([`encode_attributes`]) as pieces: each
+    /// key's bytes and the bytes of its encoded value, in order, into `out`
+    /// (cleared first).
+    pub fn attribute_pieces(
+        &mut self,
+        out: &mut Vec<(&'a [u8], &'a [u8])>,
+    ) -> Result<(), CodecError> {
+        out.clear();
+        let n = self.0.count()?;
+        for _ in 0..n {
+            let key = self.0.bytes()?;
+            let from = self.0.pos;
+            self.0.skip_value(0)?;
+            out.push((key, &self.0.buf[from..self.0.pos]));
+        }
+        Ok(())
+    }
+
     pub fn attributes(&mut self) -> Result<Vec<(String, AnyValue)>, CodecError> {
         self.0.attrs(0)
     }

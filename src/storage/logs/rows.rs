@@ -1,11 +1,13 @@
 //! Row blocks: the stored part of log records, outside tantivy's document
 //! store. The records of one block ([`super::bloom`], up to 4096
 //! consecutive records of a partition) are kept together, column by
-//! column, each column compressed with zstd on its own (version 3):
+//! column, each column compressed with zstd on its own (version 4):
 //!
 //! - `head`: observed time (delta), flags, dropped attribute count, trace
 //!   and span ids, event name ([`codec::encode_head`]);
-//! - `attributes` ([`codec::encode_attributes`]);
+//! - `attributes`, key by key: the block's distinct keys, its distinct key
+//!   lists (*shapes*), each record's shape, then per key the values of the
+//!   records that have it (`transpose_attributes`);
 //! - `templates`: per record `varint 0` (the body is a value) or
 //!   `varint n + 1` (the body is template `n`, [`super::template`]);
 //! - `values`: the bodies that are values ([`codec::encode_value`]);
@@ -20,11 +22,12 @@
 //!   scope; [`codec::encode_shared`]) as `varint count | (varint length |
 //!   bytes) each`, then each record's index among them.
 //!
-//! Earlier versions are still read. Version 2 had the first five columns,
-//! its variables as `varint length | text` each; version 1 had four: the
-//! fourth held values and, for a templated body, `varint length | its
-//! variables` in record order. In both the shared part is in the index's
-//! `shared` column.
+//! Earlier versions are still read. Version 3 kept each record's attribute
+//! list whole ([`codec::encode_attributes`], one after another). Version 2
+//! had the first five columns, its variables as `varint length | text`
+//! each; version 1 had four: the fourth held values and, for a templated
+//! body, `varint length | its variables` in record order. In versions 1
+//! and 2 the shared part is in the index's `shared` column.
 //!
 //! Columns of like values compress far better than whole rows, and a
 //! templated body keeps only its variables. A record's document holds its
@@ -58,7 +61,7 @@ use crate::storage::StorageError;
 pub const FILE: &str = "rows";
 /// Bits of a record's index in its block within its slot number.
 pub const SLOT_BITS: u32 = 16;
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 const COLUMNS: usize = 7;
 /// Largest entry payload and decompressed column accepted (guards against
 /// a damaged length).
@@ -125,6 +128,144 @@ fn split_values(values: &[u8]) -> Option<Vec<(usize, usize)>> {
     Some(out)
 }
 
+/// Writes the attribute lists of `rows` key by key (version 4): `varint
+/// keys | (varint length | key) each`, `varint shapes | (varint n | n key
+/// indexes) each` (a shape: the keys of one record, in order), each
+/// record's shape index, then per key `varint length` and the encoded
+/// values of that key, record after record. Values of one key sit
+/// together (a status code next to status codes), which zstd compresses
+/// far better than whole lists.
+fn transpose_attributes(rows: &[&RowParts], out: &mut Vec<u8>) -> Result<(), StorageError> {
+    let mut keys: HashMap<&[u8], u32> = HashMap::new();
+    let mut key_list: Vec<&[u8]> = Vec::new();
+    let mut values: Vec<Vec<u8>> = Vec::new();
+    let mut shapes: HashMap<Vec<u32>, u64> = HashMap::new();
+    let mut shape_list: Vec<Vec<u32>> = Vec::new();
+    let mut of_record = Vec::with_capacity(rows.len());
+    let (mut pieces, mut shape) = (Vec::new(), Vec::new());
+    for r in rows {
+        let mut p = Pieces::new(&r.attributes);
+        p.attribute_pieces(&mut pieces)
+            .and_then(|_| p.end())
+            .map_err(|e| StorageError::Backend(format!("log rows: attributes: {e}")))?;
+        shape.clear();
+        for (k, v) in &pieces {
+            let i = *keys.entry(k).or_insert_with(|| {
+                key_list.push(k);
+                values.push(Vec::new());
+                key_list.len() as u32 - 1
+            });
+            shape.push(i);
+            values[i as usize].extend_from_slice(v);
+        }
+        let n = match shapes.get(&shape) {
+            Some(n) => *n,
+            None => {
+                let n = shape_list.len() as u64;
+                shapes.insert(shape.clone(), n);
+                shape_list.push(shape.clone());
+                n
+            }
+        };
+        put_varint(&mut of_record, n);
+    }
+    put_varint(out, key_list.len() as u64);
+    for k in key_list {
+        put_varint(out, k.len() as u64);
+        out.extend_from_slice(k);
+    }
+    put_varint(out, shape_list.len() as u64);
+    for shape in &shape_list {
+        put_varint(out, shape.len() as u64);
+        for i in shape {
+            put_varint(out, *i as u64);
+        }
+    }
+    out.extend_from_slice(&of_record);
+    for v in &values {
+        put_varint(out, v.len() as u64);
+    }
+    for v in &values {
+        out.extend_from_slice(v);
+    }
+    Ok(())
+}
+
+/// Reads attribute lists written by [`transpose_attributes`] back into
+/// their row form ([`codec::encode_attributes`], one after another) for
+/// `count` records.
+fn untranspose_attributes(col: &[u8], count: usize) -> Result<Vec<u8>, CodecError> {
+    let bad = || damaged("attribute column");
+    let mut pos = 0;
+    // Every item takes at least one byte: counts beyond the data are damage.
+    let items = |pos: &mut usize| -> Result<usize, CodecError> {
+        let n = read_varint(col, pos).ok_or(bad())?;
+        usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= col.len())
+            .ok_or(bad())
+    };
+    let keys: Vec<&[u8]> = (0..items(&mut pos)?)
+        .map(|_| read_prefixed(col, &mut pos).ok_or(bad()))
+        .collect::<Result<_, _>>()?;
+    let mut shapes: Vec<Vec<usize>> = Vec::new();
+    for _ in 0..items(&mut pos)? {
+        let n = items(&mut pos)?;
+        let shape = (0..n)
+            .map(|_| {
+                read_varint(col, &mut pos)
+                    .map(|i| i as usize)
+                    .filter(|i| *i < keys.len())
+                    .ok_or(bad())
+            })
+            .collect::<Result<_, _>>()?;
+        shapes.push(shape);
+    }
+    let of_record: Vec<usize> = (0..count)
+        .map(|_| {
+            read_varint(col, &mut pos)
+                .map(|i| i as usize)
+                .filter(|i| *i < shapes.len())
+                .ok_or(bad())
+        })
+        .collect::<Result<_, _>>()?;
+    let mut spans = Vec::with_capacity(keys.len());
+    let lengths: Vec<usize> = (0..keys.len())
+        .map(|_| items(&mut pos))
+        .collect::<Result<_, _>>()?;
+    for len in lengths {
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= col.len())
+            .ok_or(bad())?;
+        spans.push(&col[pos..end]);
+        pos = end;
+    }
+    if pos != col.len() {
+        return Err(bad());
+    }
+    let mut at = vec![0usize; keys.len()];
+    let mut out = Vec::with_capacity(col.len() * 4);
+    for shape in of_record.into_iter().map(|n| &shapes[n]) {
+        put_varint(&mut out, shape.len() as u64);
+        for &k in shape {
+            let mut p = Pieces::at(spans[k], at[k]);
+            p.skip_value()?;
+            put_varint(&mut out, keys[k].len() as u64);
+            out.extend_from_slice(keys[k]);
+            out.extend_from_slice(&spans[k][at[k]..p.pos()]);
+            at[k] = p.pos();
+        }
+        if out.len() > MAX_COLUMN {
+            return Err(bad());
+        }
+    }
+    if at.iter().zip(&spans).any(|(a, s)| *a != s.len()) {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
 /// The payload of the file entry of `block` holding `rows`, in order.
 pub fn encode_block(block: u64, rows: &[&RowParts], level: i32) -> Result<Vec<u8>, StorageError> {
     let mut cols: [Vec<u8>; COLUMNS] = Default::default();
@@ -141,7 +282,6 @@ pub fn encode_block(block: u64, rows: &[&RowParts], level: i32) -> Result<Vec<u8
         });
         put_varint(&mut shared_of, n);
         cols[0].extend_from_slice(&r.head);
-        cols[1].extend_from_slice(&r.attributes);
         match &r.body {
             RowBody::Value(v) => {
                 cols[2].push(0);
@@ -166,6 +306,7 @@ pub fn encode_block(block: u64, rows: &[&RowParts], level: i32) -> Result<Vec<u8
             }
         }
     }
+    transpose_attributes(rows, &mut cols[1])?;
     let [.., vars, packed, shared_col] = &mut cols;
     for per in slots.values() {
         for values in per {
@@ -247,7 +388,7 @@ pub fn decode_block(payload: &[u8], templates: &Templates) -> Result<DecodedBloc
     let columns = match version {
         1 => 4,
         2 => 5,
-        VERSION => COLUMNS,
+        3 | VERSION => COLUMNS,
         _ => return Err(damaged("row block version")),
     };
     pos += 1;
@@ -279,7 +420,10 @@ pub fn decode_block(payload: &[u8], templates: &Templates) -> Result<DecodedBloc
         return Err(damaged("row block length"));
     }
     let mut next = || cols.pop_front().unwrap_or_default();
-    let (head, attributes, template_col, values) = (next(), next(), next(), next());
+    let (head, mut attributes, template_col, values) = (next(), next(), next(), next());
+    if version >= 4 {
+        attributes = untranspose_attributes(&attributes, count)?;
+    }
     let vars = if version == 1 { Vec::new() } else { next() };
     let (packed, shared_col) = (next(), next());
     // Version 3: the block's distinct shared parts, then each record's.
@@ -747,6 +891,18 @@ mod tests {
                     AnyValue::Map(vec![("id".into(), AnyValue::String(format!("u{n}")))]),
                 ),
             ];
+            // Other key sets: none, one more, a key twice, another order.
+            match n % 6 {
+                0 => r.attributes.clear(),
+                1 => r
+                    .attributes
+                    .push(("thread".into(), AnyValue::Bool(n % 4 == 1))),
+                2 => r
+                    .attributes
+                    .push(("http.status_code".into(), AnyValue::Empty)),
+                3 => r.attributes.reverse(),
+                _ => {}
+            }
             match n % 5 {
                 3 => {
                     r.body = AnyValue::Map(vec![("k".into(), AnyValue::Double(n as f64))]);
@@ -857,6 +1013,72 @@ mod tests {
             payload.extend_from_slice(z);
         }
         payload
+    }
+
+    /// The uncompressed columns of an entry payload.
+    fn columns_of(payload: &[u8]) -> Vec<Vec<u8>> {
+        let mut pos = 9;
+        let _records = read_varint(payload, &mut pos).unwrap();
+        let mut sizes = Vec::new();
+        while sizes.len() < COLUMNS {
+            let raw = read_varint(payload, &mut pos).unwrap() as usize;
+            let packed = read_varint(payload, &mut pos).unwrap() as usize;
+            sizes.push((raw, packed));
+        }
+        sizes
+            .into_iter()
+            .map(|(raw, packed)| {
+                pos += packed;
+                zstd::bulk::decompress(&payload[pos - packed..pos], raw).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn attributes_are_written_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut templates = Templates::open(dir.path()).unwrap();
+        let (_, rows) = records(&mut templates);
+        let mut col = Vec::new();
+        transpose_attributes(&refs(&rows), &mut col).unwrap();
+        let row_form: Vec<u8> = rows.iter().flat_map(|r| r.attributes.clone()).collect();
+        assert_eq!(untranspose_attributes(&col, rows.len()).unwrap(), row_form);
+        // The keys are written once: the column holds `http.status_code`
+        // once where the rows hold it for every record with attributes.
+        let key = b"http.status_code";
+        let times = |b: &[u8]| b.windows(key.len()).filter(|w| w == key).count();
+        assert_eq!(times(&col), 1);
+        assert!(times(&row_form) >= 40);
+        // Damage: an error or some lists, never a panic.
+        for cut in 0..col.len() {
+            assert!(untranspose_attributes(&col[..cut], rows.len()).is_err());
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut c = col.clone();
+                c[cut] ^= flip;
+                let _ = untranspose_attributes(&c, rows.len());
+            }
+        }
+        assert!(untranspose_attributes(&col, rows.len() + 1).is_err());
+        // No records, no attributes.
+        let mut empty = Vec::new();
+        transpose_attributes(&[], &mut empty).unwrap();
+        assert_eq!(untranspose_attributes(&empty, 0).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn version_3_blocks_are_read() {
+        // Version 3: attribute lists one after another in their column.
+        let dir = tempfile::tempdir().unwrap();
+        let mut templates = Templates::open(dir.path()).unwrap();
+        let (recs, rows) = records(&mut templates);
+        let mut cols = columns_of(&encode_block(5, &refs(&rows), 3).unwrap());
+        cols[1] = rows.iter().flat_map(|r| r.attributes.clone()).collect();
+        let payload = payload_of(5, 3, rows.len(), &cols);
+        let block = decode_block(&payload, &templates).unwrap();
+        for (i, r) in recs.iter().enumerate() {
+            let got = block.record(i, r.time_ns, None, &templates).unwrap();
+            assert_eq!(&got, r, "record {i}");
+        }
     }
 
     #[test]
