@@ -1081,22 +1081,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn version_2_blocks_are_read() {
-        // Version 2: five columns; the variables of templated bodies as
-        // `varint length | text`, by template, variable, then record.
-        let dir = tempfile::tempdir().unwrap();
-        let mut templates = Templates::open(dir.path()).unwrap();
-        let (recs, rows) = records(&mut templates);
-        let mut cols: [Vec<u8>; 5] = Default::default();
+    /// The payload of `rows` in version 1 (four columns; a templated body
+    /// is `varint length | variables` in the body column, after the values
+    /// of other rows) or 2 (five columns; the variables of templated
+    /// bodies as `varint length | text`, by template, variable, then
+    /// record).
+    fn old_payload(rows: &[RowParts], version: u8) -> Vec<u8> {
+        let mut cols: Vec<Vec<u8>> = vec![Vec::new(); 3 + version as usize];
         let mut slots: BTreeMap<u32, Vec<Vec<u8>>> = BTreeMap::new();
-        for r in &rows {
+        for r in rows {
             cols[0].extend_from_slice(&r.head);
             cols[1].extend_from_slice(&r.attributes);
             match &r.body {
                 RowBody::Value(v) => {
                     cols[2].push(0);
                     cols[3].extend_from_slice(v);
+                }
+                RowBody::Template(n, values) if version == 1 => {
+                    put_varint(&mut cols[2], *n as u64 + 1);
+                    put_varint(&mut cols[3], values.len() as u64);
+                    cols[3].extend_from_slice(values);
                 }
                 RowBody::Template(n, values) => {
                     put_varint(&mut cols[2], *n as u64 + 1);
@@ -1110,57 +1114,32 @@ mod tests {
                 }
             }
         }
-        for per in slots.values() {
-            for values in per {
-                cols[4].extend_from_slice(values);
-            }
+        for values in slots.values().flatten() {
+            cols[4].extend_from_slice(values);
         }
-        let payload = payload_of(5, 2, rows.len(), &cols);
-        let block = decode_block(&payload, &templates).unwrap();
-        for (i, r) in recs.iter().enumerate() {
-            let got = block
-                .record(i, r.time_ns, Some(&shared_of(r)), &templates)
-                .unwrap();
-            assert_eq!(&got, r, "record {i}");
-            assert!(block.shared(i).is_none());
-        }
+        payload_of(5, version, rows.len(), &cols)
     }
 
     #[test]
-    fn version_1_blocks_are_read() {
-        // Version 1: four columns; a templated body is `varint length |
-        // variables` in the body column, after the values of other rows.
+    fn versions_1_and_2_blocks_are_read() {
         let dir = tempfile::tempdir().unwrap();
         let mut templates = Templates::open(dir.path()).unwrap();
         let (recs, rows) = records(&mut templates);
-        let mut cols: [Vec<u8>; 4] = Default::default();
-        for r in &rows {
-            cols[0].extend_from_slice(&r.head);
-            cols[1].extend_from_slice(&r.attributes);
-            match &r.body {
-                RowBody::Value(v) => {
-                    cols[2].push(0);
-                    cols[3].extend_from_slice(v);
-                }
-                RowBody::Template(n, values) => {
-                    put_varint(&mut cols[2], *n as u64 + 1);
-                    put_varint(&mut cols[3], values.len() as u64);
-                    cols[3].extend_from_slice(values);
-                }
+        for version in [1, 2] {
+            let mut payload = old_payload(&rows, version);
+            let block = decode_block(&payload, &templates).unwrap();
+            for (i, r) in recs.iter().enumerate() {
+                // The shared part comes from the index's column.
+                let got = block
+                    .record(i, r.time_ns, Some(&shared_of(r)), &templates)
+                    .unwrap();
+                assert_eq!(&got, r, "version {version}, record {i}");
+                assert!(block.shared(i).is_none());
             }
+            // An unknown version is refused.
+            payload[8] = 9;
+            assert!(decode_block(&payload, &templates).is_err());
         }
-        let mut payload = payload_of(5, 1, rows.len(), &cols);
-        let block = decode_block(&payload, &templates).unwrap();
-        for (i, r) in recs.iter().enumerate() {
-            let got = block
-                .record(i, r.time_ns, Some(&shared_of(r)), &templates)
-                .unwrap();
-            assert_eq!(&got, r, "record {i}");
-            assert!(block.shared(i).is_none());
-        }
-        // An unknown version is refused.
-        payload[8] = 9;
-        assert!(decode_block(&payload, &templates).is_err());
     }
 
     #[test]
