@@ -205,6 +205,13 @@ fn untranspose_attributes(col: &[u8], count: usize) -> Result<Vec<u8>, CodecErro
             .filter(|n| *n <= col.len())
             .ok_or(bad())
     };
+    // An index into a list of `len`.
+    let index = |pos: &mut usize, len: usize| -> Result<usize, CodecError> {
+        read_varint(col, pos)
+            .map(|i| i as usize)
+            .filter(|i| *i < len)
+            .ok_or(bad())
+    };
     let keys: Vec<&[u8]> = (0..items(&mut pos)?)
         .map(|_| read_prefixed(col, &mut pos).ok_or(bad()))
         .collect::<Result<_, _>>()?;
@@ -212,22 +219,12 @@ fn untranspose_attributes(col: &[u8], count: usize) -> Result<Vec<u8>, CodecErro
     for _ in 0..items(&mut pos)? {
         let n = items(&mut pos)?;
         let shape = (0..n)
-            .map(|_| {
-                read_varint(col, &mut pos)
-                    .map(|i| i as usize)
-                    .filter(|i| *i < keys.len())
-                    .ok_or(bad())
-            })
+            .map(|_| index(&mut pos, keys.len()))
             .collect::<Result<_, _>>()?;
         shapes.push(shape);
     }
     let of_record: Vec<usize> = (0..count)
-        .map(|_| {
-            read_varint(col, &mut pos)
-                .map(|i| i as usize)
-                .filter(|i| *i < shapes.len())
-                .ok_or(bad())
-        })
+        .map(|_| index(&mut pos, shapes.len()))
         .collect::<Result<_, _>>()?;
     let mut spans = Vec::with_capacity(keys.len());
     let lengths: Vec<usize> = (0..keys.len())
