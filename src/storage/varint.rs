@@ -25,6 +25,12 @@ pub fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// Writes `b` after its length as a varint (read by [`read_prefixed`]).
+pub fn put_prefixed(out: &mut Vec<u8>, b: &[u8]) {
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
 /// Reads a varint length and that many bytes at `*pos`, moving past them;
 /// `None` when either is truncated.
 pub fn read_prefixed<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {

@@ -15,7 +15,7 @@
 //! Decoding checks every length and nests at most [`MAX_DEPTH`] levels, so a
 //! damaged document is an error, not a panic.
 
-use crate::storage::varint::{put_varint as varint, unzigzag, zigzag};
+use crate::storage::varint::{put_prefixed, put_varint as varint, unzigzag, zigzag};
 use std::sync::Arc;
 
 use crate::model::{
@@ -156,8 +156,8 @@ pub fn encode_head(r: &LogRecord, out: &mut Vec<u8>) {
     );
     varint(out, r.flags as u64);
     varint(out, r.dropped_attributes_count as u64);
-    bytes(out, r.trace_id.as_ref().map_or(&[][..], |t| t.as_bytes()));
-    bytes(out, r.span_id.as_ref().map_or(&[][..], |s| s.as_bytes()));
+    put_prefixed(out, r.trace_id.as_ref().map_or(&[][..], |t| t.as_bytes()));
+    put_prefixed(out, r.span_id.as_ref().map_or(&[][..], |s| s.as_bytes()));
     string(out, &r.event_name);
 }
 
@@ -268,13 +268,8 @@ impl<'a> Pieces<'a> {
     }
 }
 
-fn bytes(out: &mut Vec<u8>, b: &[u8]) {
-    varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
-
 fn string(out: &mut Vec<u8>, s: &str) {
-    bytes(out, s.as_bytes());
+    put_prefixed(out, s.as_bytes());
 }
 
 fn attrs(out: &mut Vec<u8>, a: &[(String, AnyValue)]) {
@@ -303,7 +298,7 @@ fn value(out: &mut Vec<u8>, v: &AnyValue) {
         }
         AnyValue::Bytes(b) => {
             out.push(6);
-            bytes(out, b);
+            put_prefixed(out, b);
         }
         AnyValue::Array(items) => {
             out.push(7);

@@ -54,7 +54,7 @@ use super::codec::{self, CodecError, Pieces, Shared};
 use super::framed::{frame, FramedFile};
 use super::template::Templates;
 use crate::model::{AnyValue, LogRecord};
-use crate::storage::varint::{put_varint, read_prefixed, read_varint};
+use crate::storage::varint::{put_prefixed, put_varint, read_prefixed, read_varint};
 use crate::storage::StorageError;
 
 /// File name of a partition's row blocks.
@@ -120,10 +120,8 @@ fn split_values(values: &[u8]) -> Option<Vec<(usize, usize)>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < values.len() {
-        let len = usize::try_from(read_varint(values, &mut pos)?).ok()?;
-        let end = pos.checked_add(len).filter(|e| *e <= values.len())?;
-        out.push((pos, end));
-        pos = end;
+        let v = read_prefixed(values, &mut pos)?;
+        out.push((pos - v.len(), pos));
     }
     Some(out)
 }
@@ -171,8 +169,7 @@ fn transpose_attributes(rows: &[&RowParts], out: &mut Vec<u8>) -> Result<(), Sto
     }
     put_varint(out, key_list.len() as u64);
     for k in key_list {
-        put_varint(out, k.len() as u64);
-        out.extend_from_slice(k);
+        put_prefixed(out, k);
     }
     put_varint(out, shape_list.len() as u64);
     for shape in &shape_list {
@@ -248,8 +245,7 @@ fn untranspose_attributes(col: &[u8], count: usize) -> Result<Vec<u8>, CodecErro
         for &k in shape {
             let mut p = Pieces::at(spans[k], at[k]);
             p.skip_value()?;
-            put_varint(&mut out, keys[k].len() as u64);
-            out.extend_from_slice(keys[k]);
+            put_prefixed(&mut out, keys[k]);
             out.extend_from_slice(&spans[k][at[k]..p.pos()]);
             at[k] = p.pos();
         }
@@ -312,8 +308,7 @@ pub fn encode_block(block: u64, rows: &[&RowParts], level: i32) -> Result<Vec<u8
     }
     put_varint(shared_col, distinct.len() as u64);
     for d in distinct {
-        put_varint(shared_col, d.len() as u64);
-        shared_col.extend_from_slice(d);
+        put_prefixed(shared_col, d);
     }
     shared_col.extend_from_slice(&shared_of);
     let mut out = Vec::new();
@@ -1096,8 +1091,7 @@ mod tests {
                 }
                 RowBody::Template(n, values) if version == 1 => {
                     put_varint(&mut cols[2], *n as u64 + 1);
-                    put_varint(&mut cols[3], values.len() as u64);
-                    cols[3].extend_from_slice(values);
+                    put_prefixed(&mut cols[3], values);
                 }
                 RowBody::Template(n, values) => {
                     put_varint(&mut cols[2], *n as u64 + 1);

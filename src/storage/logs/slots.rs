@@ -22,7 +22,7 @@
 //! compressed with the rest of the block. Decoding checks every length
 //! and width, so damaged input is an error (`None`), never a panic.
 
-use crate::storage::varint::{put_varint, read_prefixed, read_varint};
+use crate::storage::varint::{put_prefixed, put_varint, read_prefixed, read_varint};
 
 const TEXT: u8 = 0;
 const CONST: u8 = 1;
@@ -121,11 +121,6 @@ fn hex_digit(n: u8, upper: bool) -> u8 {
         (_, false) => b'a' + n - 10,
         (_, true) => b'A' + n - 10,
     }
-}
-
-fn put_prefixed(out: &mut Vec<u8>, b: &[u8]) {
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
 }
 
 /// Least-significant-bit-first bit packing.

@@ -30,7 +30,7 @@ use std::path::Path;
 
 use super::framed::{frame, FramedFile};
 use super::{bloom, lower_into, Words, MAX_TOKEN_BYTES};
-use crate::storage::varint::{put_varint, read_prefixed, read_varint};
+use crate::storage::varint::{put_prefixed, put_varint, read_prefixed, read_varint};
 use crate::storage::StorageError;
 
 /// File name of a partition's templates.
@@ -87,8 +87,7 @@ pub fn shape(text: &str) -> Option<Shape> {
         segments.push(&text[literal_from..from]);
         literal_from = to;
         kinds.push(indexed as u8);
-        put_varint(&mut values, w.len() as u64);
-        values.extend_from_slice(w.as_bytes());
+        put_prefixed(&mut values, w.as_bytes());
         if indexed {
             lower_into(w, &mut lower);
             if !bloom::is_block_word(&lower) {
@@ -99,11 +98,9 @@ pub fn shape(text: &str) -> Option<Shape> {
     }
     segments.push(&text[literal_from..]);
     let mut key = Vec::with_capacity(text.len() + 8);
-    put_varint(&mut key, kinds.len() as u64);
-    key.extend_from_slice(&kinds);
+    put_prefixed(&mut key, &kinds);
     for s in segments {
-        put_varint(&mut key, s.len() as u64);
-        key.extend_from_slice(s.as_bytes());
+        put_prefixed(&mut key, s.as_bytes());
     }
     Some(Shape { key, vars, values })
 }
@@ -254,8 +251,7 @@ impl Templates {
             let mut to = from;
             let mut body = Vec::new();
             while to < keys.len() && (to == from || body.len() < MAX_PAYLOAD / 2) {
-                put_varint(&mut body, keys[to].len() as u64);
-                body.extend_from_slice(&keys[to]);
+                put_prefixed(&mut body, &keys[to]);
                 to += 1;
             }
             put_varint(&mut payload, from as u64);

@@ -15,7 +15,7 @@
 //! compact span heads ([`encode_row`]).
 
 pub use crate::storage::varint::put_varint;
-use crate::storage::varint::{unzigzag, zigzag};
+use crate::storage::varint::{put_prefixed, unzigzag, zigzag};
 use std::sync::Arc;
 
 use super::types::{Agg, Histogram, TraceSummary, MAX_INDEXED_VALUE};
@@ -30,11 +30,6 @@ pub struct CodecError(pub &'static str);
 
 /// Deepest attribute value nesting decoded.
 const MAX_DEPTH: usize = 64;
-
-fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
-    put_varint(out, b.len() as u64);
-    out.extend_from_slice(b);
-}
 
 /// A cursor over an encoded record.
 pub struct Reader<'a> {
@@ -110,7 +105,7 @@ pub fn put_value(out: &mut Vec<u8>, v: &AnyValue) {
         AnyValue::Empty => out.push(0),
         AnyValue::String(s) => {
             out.push(1);
-            put_bytes(out, s.as_bytes());
+            put_prefixed(out, s.as_bytes());
         }
         AnyValue::Bool(b) => out.push(if *b { 3 } else { 2 }),
         AnyValue::Int(i) => {
@@ -123,7 +118,7 @@ pub fn put_value(out: &mut Vec<u8>, v: &AnyValue) {
         }
         AnyValue::Bytes(b) => {
             out.push(6);
-            put_bytes(out, b);
+            put_prefixed(out, b);
         }
         AnyValue::Array(items) => {
             out.push(7);
@@ -167,7 +162,7 @@ fn value(r: &mut Reader<'_>, depth: usize) -> Result<AnyValue, CodecError> {
 pub fn put_attrs(out: &mut Vec<u8>, attrs: &[(String, AnyValue)]) {
     put_varint(out, attrs.len() as u64);
     for (k, v) in attrs {
-        put_bytes(out, k.as_bytes());
+        put_prefixed(out, k.as_bytes());
         put_value(out, v);
     }
 }
@@ -190,7 +185,7 @@ pub fn encode_resource(res: &Resource) -> Vec<u8> {
     let mut out = Vec::new();
     put_attrs(&mut out, &res.attributes);
     put_varint(&mut out, u64::from(res.dropped_attributes_count));
-    put_bytes(&mut out, res.schema_url.as_bytes());
+    put_prefixed(&mut out, res.schema_url.as_bytes());
     out
 }
 
@@ -205,11 +200,11 @@ pub fn decode_resource(b: &[u8]) -> Result<Resource, CodecError> {
 
 pub fn encode_scope(s: &Scope) -> Vec<u8> {
     let mut out = Vec::new();
-    put_bytes(&mut out, s.name.as_bytes());
-    put_bytes(&mut out, s.version.as_bytes());
+    put_prefixed(&mut out, s.name.as_bytes());
+    put_prefixed(&mut out, s.version.as_bytes());
     put_attrs(&mut out, &s.attributes);
     put_varint(&mut out, u64::from(s.dropped_attributes_count));
-    put_bytes(&mut out, s.schema_url.as_bytes());
+    put_prefixed(&mut out, s.schema_url.as_bytes());
     out
 }
 
@@ -232,8 +227,8 @@ fn kind_from_u8(k: u8) -> SpanKind {
 pub fn encode_span(span: &Span, scope_id: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     put_varint(&mut out, scope_id);
-    put_bytes(&mut out, span.status.message.as_bytes());
-    put_bytes(&mut out, span.trace_state.as_bytes());
+    put_prefixed(&mut out, span.status.message.as_bytes());
+    put_prefixed(&mut out, span.trace_state.as_bytes());
     put_varint(&mut out, u64::from(span.flags));
     put_attrs(&mut out, &span.attributes);
     put_varint(&mut out, u64::from(span.dropped_attributes_count));
@@ -243,7 +238,7 @@ pub fn encode_span(span: &Span, scope_id: u64) -> Vec<u8> {
             &mut out,
             zigzag((e.time_ns as i64).wrapping_sub(span.start_time_ns as i64)),
         );
-        put_bytes(&mut out, e.name.as_bytes());
+        put_prefixed(&mut out, e.name.as_bytes());
         put_attrs(&mut out, &e.attributes);
         put_varint(&mut out, u64::from(e.dropped_attributes_count));
     }
@@ -252,7 +247,7 @@ pub fn encode_span(span: &Span, scope_id: u64) -> Vec<u8> {
     for l in &span.links {
         out.extend_from_slice(&l.trace_id.0);
         out.extend_from_slice(&l.span_id.0);
-        put_bytes(&mut out, l.trace_state.as_bytes());
+        put_prefixed(&mut out, l.trace_state.as_bytes());
         put_attrs(&mut out, &l.attributes);
         put_varint(&mut out, u64::from(l.dropped_attributes_count));
         put_varint(&mut out, u64::from(l.flags));
@@ -341,15 +336,15 @@ pub fn encode_summary(s: &TraceSummary) -> Vec<u8> {
     // End first: the retention filter reads it.
     out.extend_from_slice(&s.end_ns.to_le_bytes());
     put_varint(&mut out, s.end_ns.saturating_sub(s.start_ns));
-    put_bytes(&mut out, s.root_service.as_bytes());
-    put_bytes(&mut out, s.root_name.as_bytes());
+    put_prefixed(&mut out, s.root_service.as_bytes());
+    put_prefixed(&mut out, s.root_name.as_bytes());
     out.push(u8::from(s.root_known));
     put_varint(&mut out, s.root_start_ns.saturating_sub(s.start_ns));
     put_varint(&mut out, s.span_count);
     put_varint(&mut out, s.error_count);
     put_varint(&mut out, s.services.len() as u64);
     for svc in &s.services {
-        put_bytes(&mut out, svc.as_bytes());
+        put_prefixed(&mut out, svc.as_bytes());
     }
     out
 }
@@ -623,7 +618,7 @@ pub fn bloom_may_contain(filter: &[u8], hash: u64) -> bool {
 /// `first_start`.
 pub fn encode_row(first_start: u64, spans: &[RowSpan], bloom: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bloom.len() + 4 + spans.len() * 24);
-    put_bytes(&mut out, bloom);
+    put_prefixed(&mut out, bloom);
     put_varint(&mut out, spans.len() as u64);
     let position: std::collections::HashMap<SpanId, usize> = spans
         .iter()
